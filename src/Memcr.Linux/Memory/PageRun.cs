@@ -1,0 +1,18 @@
+namespace Memcr.Linux.Memory;
+
+[Flags]
+public enum PageState
+{
+    None = 0,
+    Present = 1,
+    Swapped = 2,
+
+    /// <summary>A page of the page cache (a clean page of a file mapping), not a private anonymous one.</summary>
+    File = 4,
+}
+
+/// <summary>A run of pages [Start, End) that share one state.</summary>
+public readonly record struct PageRun(ulong Start, ulong End, PageState State)
+{
+    public ulong Length => End - Start;
+}

@@ -1,0 +1,126 @@
+using System.Globalization;
+
+namespace Memcr.Linux.Proc;
+
+/// <summary>Readers of /proc/PID files. Each throws a <see cref="ProcessGoneException"/> when the pid has gone.</summary>
+public static class ProcFs
+{
+    public static string PathOf(int pid, string file) => $"/proc/{pid}/{file}";
+
+    public static bool Exists(int pid) => Directory.Exists($"/proc/{pid}");
+
+    public static string ReadText(int pid, string file)
+    {
+        string path = PathOf(pid, file);
+        try
+        {
+            return File.ReadAllText(path);
+        }
+        catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException
+                                   || (e is IOException io && io.HResult == Errno.ESRCH))
+        {
+            throw new ProcessGoneException(pid, $"cannot read {path}: the process has gone");
+        }
+    }
+
+    /// <summary>The VMAs of /proc/PID/maps.</summary>
+    public static List<Vma> ReadMaps(int pid) => ParseMaps(ReadText(pid, "maps"));
+
+    public static List<Vma> ParseMaps(string text)
+    {
+        var vmas = new List<Vma>();
+        foreach (var line in text.AsSpan().EnumerateLines())
+        {
+            if (line.IsEmpty)
+                continue;
+            vmas.Add(Vma.ParseMapsLine(line));
+        }
+        return vmas;
+    }
+
+    /// <summary>The VMAs of /proc/PID/smaps with their VmFlags.</summary>
+    public static List<Vma> ReadSmaps(int pid) => ParseSmaps(ReadText(pid, "smaps"));
+
+    public static List<Vma> ParseSmaps(string text)
+    {
+        var vmas = new List<Vma>();
+        foreach (var line in text.AsSpan().EnumerateLines())
+        {
+            if (line.IsEmpty)
+                continue;
+            if (line.StartsWith("VmFlags:"))
+            {
+                if (vmas.Count == 0)
+                    throw new FormatException("smaps: VmFlags before the first mapping");
+                var flags = new HashSet<string>(StringComparer.Ordinal);
+                foreach (var range in line["VmFlags:".Length..].Split(' '))
+                {
+                    var flag = line["VmFlags:".Length..][range];
+                    if (!flag.IsEmpty)
+                        flags.Add(flag.ToString());
+                }
+                vmas[^1] = vmas[^1] with { VmFlags = flags };
+                continue;
+            }
+            // Mapping header lines start with a hex address followed by '-'; attribute lines with "Name:".
+            int colon = line.IndexOf(':');
+            int dash = line.IndexOf('-');
+            if (dash > 0 && (colon < 0 || dash < colon) && IsHex(line[..dash]))
+                vmas.Add(Vma.ParseMapsLine(line));
+        }
+        return vmas;
+    }
+
+    private static bool IsHex(ReadOnlySpan<char> s)
+    {
+        foreach (char c in s)
+        {
+            if (!char.IsAsciiHexDigit(c))
+                return false;
+        }
+        return s.Length > 0;
+    }
+
+    /// <summary>Thread ids of /proc/PID/task, or an empty list if the process has gone.</summary>
+    public static List<int> ReadTasks(int pid)
+    {
+        var tids = new List<int>();
+        try
+        {
+            foreach (var dir in Directory.EnumerateDirectories($"/proc/{pid}/task"))
+            {
+                if (int.TryParse(Path.GetFileName(dir), NumberStyles.None, CultureInfo.InvariantCulture, out int tid))
+                    tids.Add(tid);
+            }
+        }
+        catch (DirectoryNotFoundException)
+        {
+        }
+        return tids;
+    }
+
+    public static ProcStatus ReadStatus(int pid) => ProcStatus.Parse(ReadText(pid, "status"));
+
+    public static ProcStatus ReadTaskStatus(int pid, int tid) => ProcStatus.Parse(ReadText(pid, $"task/{tid}/status"));
+
+    /// <summary>The flags field (9th) of /proc/PID/stat; PF_KTHREAD marks kernel threads.</summary>
+    public static ulong ReadStatFlags(int pid)
+    {
+        string stat = ReadText(pid, "stat");
+        // comm may hold spaces and parentheses: fields resume after the last ')'.
+        int close = stat.LastIndexOf(')');
+        var fields = stat[(close + 2)..].Split(' ');
+        // fields[0] is state (field 3), so flags (field 9) is fields[6].
+        return ulong.Parse(fields[6], CultureInfo.InvariantCulture);
+    }
+
+    public const ulong PF_KTHREAD = 0x00200000;
+}
+
+/// <summary>The target process (or thread) no longer exists.</summary>
+public sealed class ProcessGoneException : Exception
+{
+    public ProcessGoneException(int pid, string message) : base(message) => Pid = pid;
+
+    public int Pid { get; }
+}

@@ -1,0 +1,151 @@
+using Memcr.Linux.Arch;
+using Memcr.Linux.Memory;
+using Memcr.Linux.Proc;
+
+namespace Memcr.Linux.Ptrace;
+
+/// <summary>
+/// Executes system calls inside the target, on one of its stopped threads, using a syscall
+/// instruction that already exists in the target (nothing is written into it). While it is open
+/// the thread has every signal blocked; on dispose its registers and signal mask are put back and
+/// it is left in a PTRACE_EVENT_STOP, so that a syscall it was in restarts as the kernel would.
+/// </summary>
+public sealed class RemoteSyscall : IDisposable
+{
+    private const int SyscallTrap = Signals.SIGTRAP | 0x80;
+
+    private readonly Tracer _tracer;
+    private readonly CpuArchitecture _arch;
+    private readonly int _tid;
+    private readonly ulong _pc;
+    private readonly byte[] _saved;
+    private readonly byte[] _work;
+    private readonly ulong _savedMask;
+    private bool _moved;
+    private bool _disposed;
+
+    private RemoteSyscall(Tracer tracer, CpuArchitecture arch, int tid, ulong pc, byte[] saved, ulong savedMask)
+    {
+        _tracer = tracer;
+        _arch = arch;
+        _tid = tid;
+        _pc = pc;
+        _saved = saved;
+        _work = new byte[saved.Length];
+        _savedMask = savedMask;
+    }
+
+    public int Tid => _tid;
+
+    public static RemoteSyscall Open(Tracer tracer, CpuArchitecture arch, ulong syscallInstruction)
+    {
+        var thread = tracer.Leader;
+        var regs = new byte[arch.RegisterSetSize];
+        int size = tracer.GetRegisters(thread.Tid, regs);
+        if (size != arch.RegisterSetSize)
+        {
+            throw new NotSupportedException(
+                $"pid {tracer.Pid} has a {size}-byte register set, not the {arch.RegisterSetSize} bytes of a native {arch.Name} process (32-bit processes are not supported)");
+        }
+        ulong mask = tracer.GetSignalMask(thread.Tid);
+        tracer.SetSignalMask(thread.Tid, ~0UL);
+        return new RemoteSyscall(tracer, arch, thread.Tid, syscallInstruction, regs, mask);
+    }
+
+    /// <summary>Runs one syscall in the target and returns its raw result (-errno on failure).</summary>
+    public long Call(long nr, params ReadOnlySpan<ulong> args)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        _saved.CopyTo(_work, 0);
+        _arch.PrepareSyscall(_work, _pc, nr, args);
+        _tracer.SetRegisters(_tid, _work);
+        _moved = true;
+        StepToSyscallStop(); // entry
+        StepToSyscallStop(); // exit
+        _tracer.GetRegisters(_tid, _work);
+        return _arch.SyscallResult(_work);
+    }
+
+    private void StepToSyscallStop()
+    {
+        _tracer.ContinueToSyscall(_tid, 0);
+        for (int attempts = 0; attempts < 1000; attempts++)
+        {
+            var s = _tracer.WaitStop(_tid);
+            if (s.Event == 0 && s.StopSignal == SyscallTrap)
+            {
+                _tracer.SetState(_tid, ThreadState.SyscallStop);
+                return;
+            }
+            // Every blockable signal is blocked; SIGSTOP is not: deliver it so that its group stop
+            // happens, then carry on towards the syscall stop.
+            _tracer.ContinueToSyscall(_tid, s.Event == 0 ? s.StopSignal : 0);
+        }
+        throw new InvalidOperationException($"tid {_tid} of pid {_tracer.Pid} never reached a syscall stop");
+    }
+
+    /// <summary>
+    /// Finds a syscall instruction in the target: first in the vDSO, then in executable file mappings.
+    /// </summary>
+    public static ulong FindSyscallInstruction(int pid, IReadOnlyList<Vma> vmas, CpuArchitecture arch, RemoteMemory memory)
+    {
+        var candidates = vmas.Where(v => v.Path == "[vdso]")
+            .Concat(vmas.Where(v => v.IsFile && (v.Protection & Protection.Exec) != 0 && v.IsReadable));
+        var insn = arch.SyscallInstruction;
+        var buffer = new byte[64 * 1024];
+        foreach (var vma in candidates)
+        {
+            for (ulong at = vma.Start; at < vma.End; at += (ulong)buffer.Length - (ulong)insn.Length)
+            {
+                int len = (int)Math.Min((ulong)buffer.Length, vma.End - at);
+                if (!TryRead(memory, at, buffer, len))
+                    break;
+                // On arm64 instructions are 4-byte aligned; x86 may start anywhere.
+                int step = insn.Length == 4 ? 4 : 1;
+                for (int i = 0; i + insn.Length <= len; i += step)
+                {
+                    if (buffer.AsSpan(i, insn.Length).SequenceEqual(insn))
+                        return at + (ulong)i;
+                }
+                if (at + (ulong)len >= vma.End)
+                    break;
+            }
+        }
+        throw new InvalidOperationException($"no syscall instruction found in the code of pid {pid}");
+    }
+
+    private static unsafe bool TryRead(RemoteMemory memory, ulong at, byte[] buffer, int len)
+    {
+        fixed (byte* p = buffer)
+        {
+            try
+            {
+                memory.ReadV([new Transfer(at, (nint)p, len)]);
+                return true;
+            }
+            catch (SyscallException)
+            {
+                return false;
+            }
+        }
+    }
+
+    /// <summary>Puts the thread back exactly as we found it.</summary>
+    public void Dispose()
+    {
+        if (_disposed)
+            return;
+        _disposed = true;
+        if (_moved)
+        {
+            // Return to a PTRACE_EVENT_STOP inside get_signal before restoring the registers: leaving
+            // from there, the kernel applies syscall restart to the original registers.
+            _tracer.Interrupt(_tid);
+            _tracer.Continue(_tid, 0);
+            var thread = _tracer.Threads.First(t => t.Tid == _tid);
+            _tracer.WaitForEventStop(thread);
+            _tracer.SetRegisters(_tid, _saved);
+        }
+        _tracer.SetSignalMask(_tid, _savedMask);
+    }
+}

@@ -1,0 +1,479 @@
+using Memcr.Linux.Proc;
+
+namespace Memcr.Linux.Ptrace;
+
+public enum ThreadState
+{
+    /// <summary>Seized, interrupt requested, stop not seen yet.</summary>
+    Running,
+
+    /// <summary>In a ptrace stop inside get_signal (PTRACE_EVENT_STOP: interrupt or group stop).</summary>
+    Stopped,
+
+    /// <summary>In a syscall-enter or syscall-exit stop (while executing a remote syscall).</summary>
+    SyscallStop,
+
+    Gone,
+}
+
+public sealed class TracedThread(int tid)
+{
+    public int Tid { get; } = tid;
+
+    public ThreadState State { get; internal set; } = ThreadState.Running;
+
+    /// <summary>SIGTRAP for an interrupt stop, the stop signal for a group stop.</summary>
+    public int StopSignal { get; internal set; }
+
+    public WaitStatus? ExitStatus { get; internal set; }
+}
+
+/// <summary>
+/// Holds every thread of one process in a ptrace stop. All calls must come from the thread that
+/// created it: the kernel makes the tracer *thread*, not process, the tracer.
+/// </summary>
+public sealed class Tracer : IDisposable
+{
+    private const int SyscallTrap = Signals.SIGTRAP | 0x80;
+
+    private readonly Dictionary<int, TracedThread> _threads = [];
+    private readonly int _ownerThread = Environment.CurrentManagedThreadId;
+    private readonly Action<string> _log;
+    private bool _holding;
+    private bool _detached;
+
+    private Tracer(int pid, Action<string> log)
+    {
+        Pid = pid;
+        _log = log;
+    }
+
+    public int Pid { get; }
+
+    /// <summary>The process was already group-stopped (SIGSTOP) when we seized it.</summary>
+    public bool WasGroupStopped { get; private set; }
+
+    public IReadOnlyCollection<TracedThread> Threads => _threads.Values;
+
+    public TracedThread Leader => _threads.TryGetValue(Pid, out var t) && t.State != ThreadState.Gone
+        ? t
+        : _threads.Values.First(t => t.State != ThreadState.Gone);
+
+    public bool IsAlive => _threads.Values.Any(t => t.State != ThreadState.Gone);
+
+    /// <summary>
+    /// Seizes and interrupts every thread of <paramref name="pid"/>, including threads created while
+    /// we do so, and returns once all of them are stopped. Signals met on the way are delivered, not
+    /// dropped. On failure every thread seized so far is released.
+    /// </summary>
+    public static Tracer Seize(int pid, Action<string> log)
+    {
+        var status = ProcFs.ReadStatus(pid);
+        var tracer = new Tracer(pid, log) { WasGroupStopped = status.State == 'T' };
+        try
+        {
+            bool added;
+            do
+            {
+                added = tracer.SeizeNewThreads();
+                tracer.WaitUntilAllStopped();
+            }
+            while (added);
+            if (!tracer.IsAlive)
+                throw new ProcessGoneException(pid, $"pid {pid} exited while it was being frozen");
+            return tracer;
+        }
+        catch
+        {
+            tracer.Detach();
+            throw;
+        }
+    }
+
+    private bool SeizeNewThreads()
+    {
+        bool added = false;
+        var tids = ProcFs.ReadTasks(Pid);
+        if (tids.Count == 0 && _threads.Count == 0)
+            throw new ProcessGoneException(Pid, $"pid {Pid}: no such process");
+        // The leader first, so that a failure to seize is reported for the pid the user gave.
+        tids.Sort((a, b) => a == Pid ? -1 : b == Pid ? 1 : a.CompareTo(b));
+        foreach (int tid in tids)
+        {
+            if (_threads.ContainsKey(tid))
+                continue;
+            long r = Interop.Libc.ptrace(Interop.Libc.PTRACE_SEIZE, tid, 0,
+                Interop.Libc.PTRACE_O_TRACECLONE | Interop.Libc.PTRACE_O_TRACESYSGOOD);
+            if (r < 0)
+            {
+                int errno = Errno.Last;
+                if (errno == Errno.ESRCH)
+                    continue; // the thread exited since we listed it
+                throw SeizeError(tid, errno);
+            }
+            _threads[tid] = new TracedThread(tid);
+            added = true;
+            if (Interop.Libc.ptrace(Interop.Libc.PTRACE_INTERRUPT, tid, 0, 0) < 0 && Errno.Last != Errno.ESRCH)
+                throw Errno.Error("ptrace(PTRACE_INTERRUPT)", $"tid {tid} of pid {Pid}");
+        }
+        return added;
+    }
+
+    private SyscallException SeizeError(int tid, int errno)
+    {
+        string what = tid == Pid ? $"pid {Pid}" : $"tid {tid} of pid {Pid}";
+        if (errno == Errno.EPERM)
+        {
+            int tracer = 0;
+            try
+            {
+                tracer = ProcFs.ReadStatus(tid).TracerPid;
+            }
+            catch (ProcessGoneException)
+            {
+            }
+            string hint = tracer != 0
+                ? $"it is already traced by pid {tracer}"
+                : "memcr needs root or CAP_SYS_PTRACE, and the target must not be protected";
+            return new SyscallException("ptrace(PTRACE_SEIZE)", what, errno, hint);
+        }
+        return new SyscallException("ptrace(PTRACE_SEIZE)", what, errno);
+    }
+
+    private void WaitUntilAllStopped()
+    {
+        while (true)
+        {
+            var running = _threads.Values.FirstOrDefault(t => t.State == ThreadState.Running);
+            if (running is null)
+                return;
+            var status = Wait(running.Tid, noHang: false);
+            if (status is { } s)
+                HandleFreezeStop(running, s);
+        }
+    }
+
+    /// <summary>Processes a stop of a thread that we want to see interrupted.</summary>
+    private void HandleFreezeStop(TracedThread thread, WaitStatus status)
+    {
+        if (status.Gone)
+        {
+            MarkGone(thread, status);
+            return;
+        }
+        if (!status.Stopped)
+            return;
+        switch (status.Event)
+        {
+            case Interop.Libc.PTRACE_EVENT_STOP:
+                thread.State = ThreadState.Stopped;
+                thread.StopSignal = status.StopSignal;
+                return;
+            case Interop.Libc.PTRACE_EVENT_CLONE:
+                int child = (int)GetEventMessage(thread.Tid);
+                if (!_threads.ContainsKey(child))
+                    _threads[child] = new TracedThread(child); // auto-attached, reports PTRACE_EVENT_STOP
+                Continue(thread.Tid, 0);
+                return;
+            case 0 when status.StopSignal == SyscallTrap:
+                Continue(thread.Tid, 0);
+                return;
+            case 0:
+                // A signal-delivery-stop: the thread dequeued a signal before our interrupt took
+                // effect. Deliver it now; the pending interrupt stops the thread again before it
+                // returns to user space, so no code of the target runs.
+                _log($"tid {thread.Tid}: delivering {Signals.Name(status.StopSignal)} before freezing");
+                Continue(thread.Tid, status.StopSignal);
+                return;
+            default:
+                Continue(thread.Tid, 0);
+                return;
+        }
+    }
+
+    private static void MarkGone(TracedThread thread, WaitStatus status)
+    {
+        thread.State = ThreadState.Gone;
+        thread.ExitStatus = status;
+    }
+
+    /// <summary>wait4 for one thread with __WALL; null when nothing happened (noHang) or it is not ours any more.</summary>
+    public unsafe WaitStatus? Wait(int tid, bool noHang)
+    {
+        CheckOwner();
+        while (true)
+        {
+            int raw;
+            int r = Interop.Libc.wait4(tid, &raw, Interop.Libc.__WALL | (noHang ? Interop.Libc.WNOHANG : 0), 0);
+            if (r > 0)
+                return new WaitStatus(raw);
+            if (r == 0)
+                return null;
+            int errno = Errno.Last;
+            if (errno == Errno.EINTR)
+                continue;
+            if (errno == 10 /* ECHILD */)
+            {
+                if (_threads.TryGetValue(tid, out var t) && t.State != ThreadState.Gone)
+                    MarkGone(t, new WaitStatus(0));
+                return null;
+            }
+            throw new SyscallException("wait4", $"tid {tid} of pid {Pid}", errno);
+        }
+    }
+
+    /// <summary>Waits for the next stop of a thread and records exits.</summary>
+    public WaitStatus WaitStop(int tid)
+    {
+        var thread = _threads[tid];
+        var status = Wait(tid, noHang: false) ?? new WaitStatus(0);
+        if (status.Gone)
+        {
+            MarkGone(thread, status);
+            throw new ProcessGoneException(Pid, $"pid {Pid} {status} while frozen");
+        }
+        return status;
+    }
+
+    public void Continue(int tid, int signal) => Resume(Interop.Libc.PTRACE_CONT, tid, signal);
+
+    public void ContinueToSyscall(int tid, int signal) => Resume(Interop.Libc.PTRACE_SYSCALL, tid, signal);
+
+    private void Resume(int request, int tid, int signal)
+    {
+        CheckOwner();
+        if (Interop.Libc.ptrace(request, tid, 0, signal) < 0)
+        {
+            int errno = Errno.Last;
+            if (errno == Errno.ESRCH)
+                return; // killed meanwhile: the next wait reports it
+            throw new SyscallException(request == Interop.Libc.PTRACE_CONT ? "ptrace(PTRACE_CONT)" : "ptrace(PTRACE_SYSCALL)", $"tid {tid} of pid {Pid}", errno);
+        }
+        if (_threads.TryGetValue(tid, out var t) && t.State != ThreadState.Gone)
+            t.State = ThreadState.Running;
+    }
+
+    public void Interrupt(int tid)
+    {
+        CheckOwner();
+        if (Interop.Libc.ptrace(Interop.Libc.PTRACE_INTERRUPT, tid, 0, 0) < 0 && Errno.Last != Errno.ESRCH)
+            throw Errno.Error("ptrace(PTRACE_INTERRUPT)", $"tid {tid} of pid {Pid}");
+    }
+
+    internal void SetState(int tid, ThreadState state, int stopSignal = 0)
+    {
+        var t = _threads[tid];
+        t.State = state;
+        t.StopSignal = stopSignal;
+    }
+
+    public unsafe ulong GetEventMessage(int tid)
+    {
+        ulong msg;
+        if (Interop.Libc.ptrace(Interop.Libc.PTRACE_GETEVENTMSG, tid, 0, (nint)(&msg)) < 0)
+            throw Errno.Error("ptrace(PTRACE_GETEVENTMSG)", $"tid {tid} of pid {Pid}");
+        return msg;
+    }
+
+    /// <summary>Reads the NT_PRSTATUS register set into <paramref name="regs"/>; returns its size.</summary>
+    public unsafe int GetRegisters(int tid, Span<byte> regs)
+    {
+        CheckOwner();
+        fixed (byte* p = regs)
+        {
+            var iov = new Interop.IoVec { Base = (nint)p, Length = (nuint)regs.Length };
+            if (Interop.Libc.ptrace(Interop.Libc.PTRACE_GETREGSET, tid, Interop.Libc.NT_PRSTATUS, (nint)(&iov)) < 0)
+                throw Errno.Error("ptrace(PTRACE_GETREGSET)", $"tid {tid} of pid {Pid}");
+            return (int)iov.Length;
+        }
+    }
+
+    public unsafe void SetRegisters(int tid, ReadOnlySpan<byte> regs)
+    {
+        CheckOwner();
+        fixed (byte* p = regs)
+        {
+            var iov = new Interop.IoVec { Base = (nint)p, Length = (nuint)regs.Length };
+            if (Interop.Libc.ptrace(Interop.Libc.PTRACE_SETREGSET, tid, Interop.Libc.NT_PRSTATUS, (nint)(&iov)) < 0)
+                throw Errno.Error("ptrace(PTRACE_SETREGSET)", $"tid {tid} of pid {Pid}");
+        }
+    }
+
+    public unsafe ulong GetSignalMask(int tid)
+    {
+        CheckOwner();
+        ulong mask;
+        if (Interop.Libc.ptrace(Interop.Libc.PTRACE_GETSIGMASK, tid, sizeof(ulong), (nint)(&mask)) < 0)
+            throw Errno.Error("ptrace(PTRACE_GETSIGMASK)", $"tid {tid} of pid {Pid}");
+        return mask;
+    }
+
+    public unsafe void SetSignalMask(int tid, ulong mask)
+    {
+        CheckOwner();
+        if (Interop.Libc.ptrace(Interop.Libc.PTRACE_SETSIGMASK, tid, sizeof(ulong), (nint)(&mask)) < 0)
+            throw Errno.Error("ptrace(PTRACE_SETSIGMASK)", $"tid {tid} of pid {Pid}");
+    }
+
+    /// <summary>
+    /// Puts the whole process into a group stop (as SIGSTOP does) while we keep every thread in a
+    /// ptrace stop. Should we die, the kernel detaches the threads and they stay stopped instead of
+    /// running on dropped memory (kernel/ptrace.c: __ptrace_unlink reinstates a group stop in effect).
+    /// </summary>
+    public void HoldInGroupStop()
+    {
+        if (WasGroupStopped || _holding)
+            return;
+        if (Interop.Libc.kill(Pid, Signals.SIGSTOP) < 0)
+            throw Errno.Error("kill(SIGSTOP)", $"pid {Pid}");
+        _holding = true;
+        var leader = Leader;
+        // Let one thread take the SIGSTOP, with everything else blocked so that it cannot take
+        // another signal first; then make every other thread join the group stop.
+        ulong mask = GetSignalMask(leader.Tid);
+        SetSignalMask(leader.Tid, ~0UL);
+        try
+        {
+            DeliverOne(leader, Signals.SIGSTOP);
+        }
+        finally
+        {
+            SetSignalMask(leader.Tid, mask);
+        }
+        foreach (var t in _threads.Values.Where(t => t.State == ThreadState.Stopped && t != leader).ToList())
+        {
+            Continue(t.Tid, 0);
+            WaitForEventStop(t);
+        }
+    }
+
+    /// <summary>Ends the group stop started by <see cref="HoldInGroupStop"/> (SIGCONT, as `kill -CONT`).</summary>
+    public void ReleaseGroupStop()
+    {
+        if (!_holding)
+            return;
+        _holding = false;
+        if (Interop.Libc.kill(Pid, Signals.SIGCONT) < 0 && Errno.Last != Errno.ESRCH)
+            throw Errno.Error("kill(SIGCONT)", $"pid {Pid}");
+    }
+
+    /// <summary>Resumes a stopped thread until it dequeues <paramref name="signal"/>, and delivers it.</summary>
+    private void DeliverOne(TracedThread thread, int signal)
+    {
+        Continue(thread.Tid, 0);
+        for (int attempts = 0; attempts < 64; attempts++)
+        {
+            var s = WaitStop(thread.Tid);
+            if (s.Event == 0 && s.StopSignal == signal)
+            {
+                Continue(thread.Tid, signal);
+                WaitForEventStop(thread);
+                return;
+            }
+            if (s.Event == 0 && s.StopSignal != SyscallTrap)
+            {
+                Continue(thread.Tid, s.StopSignal);
+                continue;
+            }
+            Continue(thread.Tid, 0);
+        }
+        throw new InvalidOperationException($"tid {thread.Tid} of pid {Pid} did not take {Signals.Name(signal)}");
+    }
+
+    /// <summary>Waits until a resumed thread is back in a PTRACE_EVENT_STOP, delivering signals met.</summary>
+    public void WaitForEventStop(TracedThread thread)
+    {
+        while (true)
+        {
+            var s = WaitStop(thread.Tid);
+            if (s.Event == Interop.Libc.PTRACE_EVENT_STOP)
+            {
+                thread.State = ThreadState.Stopped;
+                thread.StopSignal = s.StopSignal;
+                return;
+            }
+            Continue(thread.Tid, s.Event == 0 && s.StopSignal != SyscallTrap ? s.StopSignal : 0);
+        }
+    }
+
+    /// <summary>
+    /// Lets the process die of a pending signal whose action is to terminate it, without any of its
+    /// code running: one thread is resumed with every other signal blocked, takes the signal in
+    /// get_signal and the kernel ends the whole thread group. Returns true if it died.
+    /// </summary>
+    public bool DieOfPendingSignal(int tid, int signal)
+    {
+        var thread = _threads[tid];
+        SetSignalMask(tid, ~Signals.Bit(signal));
+        Continue(tid, 0);
+        for (int attempts = 0; attempts < 64; attempts++)
+        {
+            var s = Wait(tid, noHang: false);
+            if (s is null || s.Value.Gone)
+                break;
+            var st = s.Value;
+            Continue(tid, st.Event == 0 && st.StopSignal == signal ? signal : 0);
+        }
+        ReapAll();
+        return !IsAlive;
+    }
+
+    /// <summary>Collects exit statuses of threads that have ended; returns the leader's when the process has.</summary>
+    public WaitStatus? ReapAll()
+    {
+        foreach (var t in _threads.Values.Where(t => t.State != ThreadState.Gone).ToList())
+        {
+            var s = Wait(t.Tid, noHang: true);
+            if (s is { Gone: true })
+                MarkGone(t, s.Value);
+        }
+        if (IsAlive)
+            return null;
+        return _threads.TryGetValue(Pid, out var leader) ? leader.ExitStatus : _threads.Values.First().ExitStatus;
+    }
+
+    /// <summary>Releases every thread; pending signals are then delivered by the kernel as usual.</summary>
+    public void Detach()
+    {
+        if (_detached)
+            return;
+        _detached = true;
+        try
+        {
+            WaitUntilAllStopped();
+        }
+        catch (ProcessGoneException)
+        {
+        }
+        ReleaseGroupStop();
+        foreach (var t in _threads.Values)
+        {
+            if (t.State == ThreadState.Gone)
+                continue;
+            if (Interop.Libc.ptrace(Interop.Libc.PTRACE_DETACH, t.Tid, 0, 0) < 0 && Errno.Last != Errno.ESRCH)
+                throw Errno.Error("ptrace(PTRACE_DETACH)", $"tid {t.Tid} of pid {Pid}");
+        }
+    }
+
+    /// <summary>Kills the process with SIGKILL (used only when its memory cannot be given back).</summary>
+    public void Kill()
+    {
+        Interop.Libc.kill(Pid, Signals.SIGKILL);
+        foreach (var t in _threads.Values.Where(t => t.State != ThreadState.Gone).ToList())
+        {
+            while (Wait(t.Tid, noHang: false) is { } s && !s.Gone)
+            {
+            }
+            t.State = ThreadState.Gone;
+        }
+        _detached = true;
+    }
+
+    private void CheckOwner()
+    {
+        if (Environment.CurrentManagedThreadId != _ownerThread)
+            throw new InvalidOperationException("ptrace calls must come from the thread that seized the target");
+    }
+
+    public void Dispose() => Detach();
+}
