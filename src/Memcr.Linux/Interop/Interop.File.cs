@@ -52,3 +52,12 @@ internal static partial class Interop
         internal static unsafe partial int ioctl(int fd, nuint request, void* arg);
     }
 }
+
+internal static partial class Interop
+{
+    internal static partial class Libc
+    {
+        [LibraryImport("libc", EntryPoint = "read", SetLastError = true)]
+        internal static unsafe partial nint read(int fd, void* buf, nuint count);
+    }
+}

@@ -74,7 +74,7 @@ public sealed class RemoteSyscall : IDisposable
             var s = _tracer.WaitStop(_tid);
             if (s.Event == 0 && s.StopSignal == SyscallTrap)
             {
-                _tracer.SetState(_tid, ThreadState.SyscallStop);
+                _tracer.SetState(_tid, TraceState.SyscallStop);
                 return;
             }
             // Every blockable signal is blocked; SIGSTOP is not: deliver it so that its group stop

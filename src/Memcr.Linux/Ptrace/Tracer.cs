@@ -2,7 +2,7 @@ using Memcr.Linux.Proc;
 
 namespace Memcr.Linux.Ptrace;
 
-public enum ThreadState
+public enum TraceState
 {
     /// <summary>Seized, interrupt requested, stop not seen yet.</summary>
     Running,
@@ -20,7 +20,7 @@ public sealed class TracedThread(int tid)
 {
     public int Tid { get; } = tid;
 
-    public ThreadState State { get; internal set; } = ThreadState.Running;
+    public TraceState State { get; internal set; } = TraceState.Running;
 
     /// <summary>SIGTRAP for an interrupt stop, the stop signal for a group stop.</summary>
     public int StopSignal { get; internal set; }
@@ -55,11 +55,11 @@ public sealed class Tracer : IDisposable
 
     public IReadOnlyCollection<TracedThread> Threads => _threads.Values;
 
-    public TracedThread Leader => _threads.TryGetValue(Pid, out var t) && t.State != ThreadState.Gone
+    public TracedThread Leader => _threads.TryGetValue(Pid, out var t) && t.State != TraceState.Gone
         ? t
-        : _threads.Values.First(t => t.State != ThreadState.Gone);
+        : _threads.Values.First(t => t.State != TraceState.Gone);
 
-    public bool IsAlive => _threads.Values.Any(t => t.State != ThreadState.Gone);
+    public bool IsAlive => _threads.Values.Any(t => t.State != TraceState.Gone);
 
     /// <summary>
     /// Seizes and interrupts every thread of <paramref name="pid"/>, including threads created while
@@ -144,7 +144,7 @@ public sealed class Tracer : IDisposable
     {
         while (true)
         {
-            var running = _threads.Values.FirstOrDefault(t => t.State == ThreadState.Running);
+            var running = _threads.Values.FirstOrDefault(t => t.State == TraceState.Running);
             if (running is null)
                 return;
             var status = Wait(running.Tid, noHang: false);
@@ -166,7 +166,7 @@ public sealed class Tracer : IDisposable
         switch (status.Event)
         {
             case Interop.Libc.PTRACE_EVENT_STOP:
-                thread.State = ThreadState.Stopped;
+                thread.State = TraceState.Stopped;
                 thread.StopSignal = status.StopSignal;
                 return;
             case Interop.Libc.PTRACE_EVENT_CLONE:
@@ -193,7 +193,7 @@ public sealed class Tracer : IDisposable
 
     private static void MarkGone(TracedThread thread, WaitStatus status)
     {
-        thread.State = ThreadState.Gone;
+        thread.State = TraceState.Gone;
         thread.ExitStatus = status;
     }
 
@@ -214,7 +214,7 @@ public sealed class Tracer : IDisposable
                 continue;
             if (errno == 10 /* ECHILD */)
             {
-                if (_threads.TryGetValue(tid, out var t) && t.State != ThreadState.Gone)
+                if (_threads.TryGetValue(tid, out var t) && t.State != TraceState.Gone)
                     MarkGone(t, new WaitStatus(0));
                 return null;
             }
@@ -249,8 +249,8 @@ public sealed class Tracer : IDisposable
                 return; // killed meanwhile: the next wait reports it
             throw new SyscallException(request == Interop.Libc.PTRACE_CONT ? "ptrace(PTRACE_CONT)" : "ptrace(PTRACE_SYSCALL)", $"tid {tid} of pid {Pid}", errno);
         }
-        if (_threads.TryGetValue(tid, out var t) && t.State != ThreadState.Gone)
-            t.State = ThreadState.Running;
+        if (_threads.TryGetValue(tid, out var t) && t.State != TraceState.Gone)
+            t.State = TraceState.Running;
     }
 
     public void Interrupt(int tid)
@@ -260,7 +260,7 @@ public sealed class Tracer : IDisposable
             throw Errno.Error("ptrace(PTRACE_INTERRUPT)", $"tid {tid} of pid {Pid}");
     }
 
-    internal void SetState(int tid, ThreadState state, int stopSignal = 0)
+    internal void SetState(int tid, TraceState state, int stopSignal = 0)
     {
         var t = _threads[tid];
         t.State = state;
@@ -340,7 +340,7 @@ public sealed class Tracer : IDisposable
         {
             SetSignalMask(leader.Tid, mask);
         }
-        foreach (var t in _threads.Values.Where(t => t.State == ThreadState.Stopped && t != leader).ToList())
+        foreach (var t in _threads.Values.Where(t => t.State == TraceState.Stopped && t != leader).ToList())
         {
             Continue(t.Tid, 0);
             WaitForEventStop(t);
@@ -388,7 +388,7 @@ public sealed class Tracer : IDisposable
             var s = WaitStop(thread.Tid);
             if (s.Event == Interop.Libc.PTRACE_EVENT_STOP)
             {
-                thread.State = ThreadState.Stopped;
+                thread.State = TraceState.Stopped;
                 thread.StopSignal = s.StopSignal;
                 return;
             }
@@ -421,7 +421,7 @@ public sealed class Tracer : IDisposable
     /// <summary>Collects exit statuses of threads that have ended; returns the leader's when the process has.</summary>
     public WaitStatus? ReapAll()
     {
-        foreach (var t in _threads.Values.Where(t => t.State != ThreadState.Gone).ToList())
+        foreach (var t in _threads.Values.Where(t => t.State != TraceState.Gone).ToList())
         {
             var s = Wait(t.Tid, noHang: true);
             if (s is { Gone: true })
@@ -448,7 +448,7 @@ public sealed class Tracer : IDisposable
         ReleaseGroupStop();
         foreach (var t in _threads.Values)
         {
-            if (t.State == ThreadState.Gone)
+            if (t.State == TraceState.Gone)
                 continue;
             if (Interop.Libc.ptrace(Interop.Libc.PTRACE_DETACH, t.Tid, 0, 0) < 0 && Errno.Last != Errno.ESRCH)
                 throw Errno.Error("ptrace(PTRACE_DETACH)", $"tid {t.Tid} of pid {Pid}");
@@ -459,12 +459,12 @@ public sealed class Tracer : IDisposable
     public void Kill()
     {
         Interop.Libc.kill(Pid, Signals.SIGKILL);
-        foreach (var t in _threads.Values.Where(t => t.State != ThreadState.Gone).ToList())
+        foreach (var t in _threads.Values.Where(t => t.State != TraceState.Gone).ToList())
         {
             while (Wait(t.Tid, noHang: false) is { } s && !s.Gone)
             {
             }
-            t.State = ThreadState.Gone;
+            t.State = TraceState.Gone;
         }
         _detached = true;
     }

@@ -1,0 +1,116 @@
+using System.Diagnostics;
+using System.Reflection;
+using System.Runtime.InteropServices;
+using Memcr.Cli;
+using Memcr.Engine;
+using Memcr.Linux;
+
+return MemcrProgram.Run(args);
+
+internal static class MemcrProgram
+{
+    public static string VersionText =>
+        $"memcr {typeof(MemcrProgram).Assembly.GetCustomAttribute<AssemblyInformationalVersionAttribute>()?.InformationalVersion.Split('+')[0] ?? "?"} ({RuntimeInformation.ProcessArchitecture.ToString().ToLowerInvariant()}, .NET NativeAOT)";
+
+    public static int Run(string[] args)
+    {
+        MemcrArguments a;
+        try
+        {
+            a = MemcrArguments.Parse(args);
+        }
+        catch (GetOptException e)
+        {
+            Console.Error.WriteLine($"memcr: {e.Message}");
+            Console.Error.WriteLine("Try 'memcr --help' for more information.");
+            return 1;
+        }
+        if (a.Help)
+        {
+            Console.Out.WriteLine(MemcrArguments.Usage);
+            return 0;
+        }
+        if (a.Version)
+        {
+            Console.Out.WriteLine(VersionText);
+            return 0;
+        }
+        if (a.Unsupported.Count > 0)
+        {
+            Console.Error.WriteLine($"memcr: {string.Join(", ", a.Unsupported)}: not yet supported by this memcr");
+            return 1;
+        }
+        if (a.Pid is not int pid)
+        {
+            Console.Error.Write(MemcrArguments.Usage);
+            Console.Error.WriteLine();
+            Console.Error.WriteLine("memcr: a target is required: -p PID");
+            return 1;
+        }
+
+        var log = new Log(Console.Out, a.Verbose);
+        log.Info(VersionText);
+        if (a.ParasiteSocketDir is not null)
+            log.Debug($"-S {a.ParasiteSocketDir}: no parasite socket is used");
+        var options = new CheckpointOptions
+        {
+            Pid = pid,
+            DumpDir = a.DumpDir,
+            UseProcMem = a.ProcMem,
+            IncludeFileMappings = a.RssFile,
+            KeepImageCached = a.KeepCache,
+        };
+
+        using var interrupted = new CancellationTokenSource();
+        int caught = 0;
+        void OnSignal(PosixSignalContext context)
+        {
+            context.Cancel = true;
+            caught = (int)context.Signal;
+            interrupted.Cancel();
+        }
+        using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, OnSignal);
+        using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, OnSignal);
+        using var sighup = PosixSignalRegistration.Create(PosixSignal.SIGHUP, OnSignal);
+
+        try
+        {
+            using var session = CheckpointSession.Checkpoint(options, log, interrupted.Token);
+            if (!a.NoWait)
+                WaitForEnter(session, log, interrupted.Token);
+            session.Restore();
+            return 0;
+        }
+        catch (OperationCanceledException)
+        {
+            log.Error($"interrupted by signal {caught}: checkpoint abandoned, pid {pid} left running untouched");
+            return 1;
+        }
+        catch (Exception e) when (e is CheckpointException or TargetTerminatedException)
+        {
+            log.Error(e is TargetTerminatedException ? $"{e.Message}; image removed" : e.Message);
+            if (a.Verbose)
+                Console.Error.WriteLine(e);
+            return 1;
+        }
+    }
+
+    private static void WaitForEnter(CheckpointSession session, Log log, CancellationToken interrupted)
+    {
+        log.Milestone("--> press enter to restore process memory and unfreeze <--");
+        long start = Stopwatch.GetTimestamp();
+        while (!interrupted.IsCancellationRequested)
+        {
+            if (FileOps.WaitReadable(0, 100))
+            {
+                FileOps.ReadByte(0);
+                break;
+            }
+            session.Poll();
+        }
+        if (interrupted.IsCancellationRequested)
+            log.Info("interrupted: restoring the target before exiting");
+        var slept = Stopwatch.GetElapsedTime(start);
+        log.Info($"slept for {(int)slept.TotalHours:00}:{slept.Minutes:00}:{slept.Seconds:00}.{slept.Milliseconds:000} ({(long)slept.TotalMilliseconds} ms)");
+    }
+}

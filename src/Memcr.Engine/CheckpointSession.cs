@@ -1,0 +1,520 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using System.Security.Cryptography;
+using Memcr.Image;
+using Memcr.Linux;
+using Memcr.Linux.Arch;
+using Memcr.Linux.Memory;
+using Memcr.Linux.Proc;
+using Memcr.Linux.Ptrace;
+
+namespace Memcr.Engine;
+
+/// <summary>
+/// One checkpointed process: frozen, its memory saved to an image and dropped, until
+/// <see cref="Restore"/> writes it back and lets it run. Must be used from one thread from
+/// <see cref="Checkpoint"/> to <see cref="Restore"/> (that thread is the ptrace tracer).
+/// </summary>
+public sealed class CheckpointSession : IDisposable
+{
+    /// <summary>Largest record: pages of one run are split into records of at most this size.</summary>
+    private const int RecordBytes = 1 << 20;
+
+    /// <summary>One process_vm_readv call fills a buffer of this size (up to IOV_MAX records).</summary>
+    private const int BatchBytes = 4 << 20;
+
+    private const int Buffers = 6;
+
+    /// <summary>Writeback of the image is started every this many bytes so that the final fdatasync is short.</summary>
+    private const long WritebackStep = 64L << 20;
+
+    private readonly CheckpointOptions _options;
+    private readonly Log _log;
+    private readonly Tracer _tracer;
+    private readonly RemoteMemory _memory;
+    private readonly CpuArchitecture _arch = CpuArchitecture.Current;
+    private readonly ulong _imageId = BitConverter.ToUInt64(RandomNumberGenerator.GetBytes(8));
+    private List<SelectedVma> _dropTargets = [];
+    private bool _dropped;
+    private bool _imageExists;
+    private bool _over;
+
+    private CheckpointSession(CheckpointOptions options, Log log, Tracer tracer)
+    {
+        _options = options;
+        _log = log;
+        _tracer = tracer;
+        _memory = new RemoteMemory(options.Pid);
+    }
+
+    public int Pid => _options.Pid;
+
+    public string ImagePath => _options.ImagePath;
+
+    public RssStats Before { get; private set; }
+
+    public RssStats After { get; private set; }
+
+    public long ImageBytes { get; private set; }
+
+    public ulong SavedBytes { get; private set; }
+
+    public TimeSpan CheckpointTime { get; private set; }
+
+    /// <summary>
+    /// Freezes the target, saves its memory and drops it. On failure the target is left running as
+    /// it was (or, if memory had been dropped already, given it back first) and the error rethrown.
+    /// </summary>
+    public static CheckpointSession Checkpoint(CheckpointOptions options, Log log, CancellationToken cancel = default)
+    {
+        TargetValidator.Validate(options.Pid);
+        TargetValidator.ValidateDumpDir(options.DumpDir);
+        log.Step($"seizing target pid {options.Pid}");
+        var started = Stopwatch.GetTimestamp();
+        Tracer tracer;
+        try
+        {
+            tracer = Tracer.Seize(options.Pid, log.Debug);
+        }
+        catch (ProcessGoneException e)
+        {
+            throw new CheckpointException(e.Message, e);
+        }
+        catch (SyscallException e)
+        {
+            throw new CheckpointException($"cannot freeze pid {options.Pid}: {e.Message}", e);
+        }
+        int threads = tracer.Threads.Count(t => t.State != TraceState.Gone);
+        log.Info($"{threads} {(threads == 1 ? "thread" : "threads")}");
+        var session = new CheckpointSession(options, log, tracer);
+        try
+        {
+            session.Run(cancel);
+            session.CheckpointTime = Stopwatch.GetElapsedTime(started);
+            return session;
+        }
+        catch (Exception e)
+        {
+            session.Abort(e);
+            if (e is CheckpointException)
+                throw;
+            throw new CheckpointException($"checkpoint of pid {options.Pid} failed: {e.Message}; {session.Outcome()}", e);
+        }
+    }
+
+    private string Outcome() => _tracer.IsAlive ? "the target was left running untouched" : "the target has gone";
+
+    private void Run(CancellationToken cancel)
+    {
+        var smaps = ProcFs.ReadSmaps(Pid);
+        var (selected, skipped) = VmaSelector.Select(smaps, _options.IncludeFileMappings);
+        foreach (var s in skipped)
+        {
+            if (s.Reason.StartsWith("file mapping", StringComparison.Ordinal))
+                _log.Debug($"skipping {s.Vma.Describe()}: {s.Reason}");
+            else
+                _log.Info($"skipping {s.Reason} VMA {s.Vma.Start:x16}..{s.Vma.End:x16} {s.Vma.Path}");
+        }
+        Before = RssStats.Read(Pid);
+        ulong vss = selected.Aggregate(0UL, (sum, v) => sum + v.Vma.Length);
+        _log.Info($"{selected.Count} candidate VMAs, VSS {vss / 1024} kB, RSS {Before.VmRss} kB");
+
+        var plan = Plan(selected);
+        cancel.ThrowIfCancellationRequested();
+
+        _log.Step("downloading pages");
+        WriteImage(plan, cancel);
+        cancel.ThrowIfCancellationRequested();
+        VerifyWritten(plan);
+
+        // From here the target depends on the image. Hold it in a group stop first so that, should
+        // memcr die, the target stays stopped rather than running on dropped memory.
+        _tracer.HoldInGroupStop();
+        Drop();
+        if (!_options.KeepImageCached)
+        {
+            using var file = File.OpenHandle(ImagePath, FileMode.Open, FileAccess.Read);
+            FileOps.SyncAndEvict(file, ImagePath);
+        }
+        _log.Info($"download took {(long)Stopwatch.GetElapsedTime(_startedDownload).TotalMilliseconds} ms");
+        _log.Info($"stored at {ImagePath}");
+        After = RssStats.Read(Pid);
+        RssStats.Show(_log, Before, After);
+    }
+
+    private long _startedDownload;
+
+    /// <summary>A record to save: pages [Address, Address + Length) of one VMA.</summary>
+    private readonly record struct PlannedRecord(ulong Address, int Length, bool Forced);
+
+    private sealed record CheckpointPlan(List<PlannedRecord> Records, List<ImageVma> Vmas, ulong Bytes);
+
+    private CheckpointPlan Plan(List<SelectedVma> selected)
+    {
+        _startedDownload = Stopwatch.GetTimestamp();
+        var records = new List<PlannedRecord>();
+        var vmas = new List<ImageVma>();
+        ulong total = 0;
+        using var scanner = new PagemapScanner(Pid);
+        foreach (var s in selected)
+        {
+            var runs = scanner.Scan(s.Vma.Start, s.Vma.End);
+            if (runs.Count == 0)
+                continue;
+            _dropTargets.Add(s);
+            // Unreadable mappings (PROT_NONE, exec-only) and -m go through /proc/PID/mem.
+            bool forced = _options.UseProcMem || !s.Vma.IsReadable;
+            ulong saved = 0;
+            foreach (var run in runs)
+            {
+                // In a private file mapping only written (copy-on-write, now anonymous) pages differ
+                // from the file; clean page-cache pages come back from the file after the drop.
+                if (s.Kind == VmaKind.File && (run.State & PageState.Swapped) == 0 && (run.State & PageState.File) != 0)
+                    continue;
+                for (ulong at = run.Start; at < run.End; at += RecordBytes)
+                {
+                    int len = (int)Math.Min(RecordBytes, run.End - at);
+                    records.Add(new PlannedRecord(at, len, forced));
+                    saved += (ulong)len;
+                }
+            }
+            total += saved;
+            var prot = (ushort)s.Vma.Protection;
+            vmas.Add(new ImageVma(s.Vma.Start, s.Vma.End, prot, s.Kind, s.Vma.Offset, saved));
+            if (saved > 0)
+                _log.Info($"  {s.Vma.Start:x16}..{s.Vma.End:x16}  {VmaSelector.ShortName(s.Kind)} {saved / 1024,6} kB");
+        }
+        _log.Debug($"page scan by {(scanner.UsesScanIoctl ? "PAGEMAP_SCAN" : "/proc/PID/pagemap")}: {records.Count} records, {total} bytes");
+        return new CheckpointPlan(records, vmas, total);
+    }
+
+    private sealed class Batch(byte[] buffer)
+    {
+        public byte[] Buffer { get; } = buffer;
+        public List<(PlannedRecord Record, int Offset, ulong Checksum)> Records { get; } = [];
+    }
+
+    private void WriteImage(CheckpointPlan plan, CancellationToken cancel)
+    {
+        string path = ImagePath;
+        if (File.Exists(path))
+        {
+            // No live checkpoint can own it: its target would be traced and refused above.
+            _log.Info($"removing stale image {path}");
+            File.Delete(path);
+        }
+        var header = new ImageHeader(Pid, Environment.SystemPageSize, _arch.ElfMachine,
+            _options.IncludeFileMappings ? ImageFlags.FilePages : ImageFlags.None, _imageId, DateTimeOffset.UtcNow);
+        long expected = ImageWriter.SizeFor(plan.Vmas.Count, plan.Records.Count, (long)plan.Bytes);
+        using var stream = new FileStream(path, new FileStreamOptions
+        {
+            Mode = FileMode.CreateNew,
+            Access = FileAccess.ReadWrite,
+            Share = FileShare.Read,
+            UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite,
+        });
+        _imageExists = true;
+        var file = stream.SafeFileHandle;
+        try
+        {
+            FileOps.Preallocate(file, expected, path);
+        }
+        catch (SyscallException e) when (e.Errno == Errno.ENOSPC)
+        {
+            throw new CheckpointException(
+                $"not enough space in {_options.DumpDir} for the {expected / 1024} kB image of pid {Pid} (fallocate: no space left on device); the target was left running untouched");
+        }
+        var writer = new ImageWriter(file, path, header);
+        writer.WriteVmaTable(plan.Vmas);
+
+        using var free = new BlockingCollection<byte[]>(Buffers);
+        using var full = new BlockingCollection<Batch>(Buffers);
+        for (int i = 0; i < Buffers; i++)
+            free.Add(GC.AllocateUninitializedArray<byte>(BatchBytes, pinned: true), CancellationToken.None);
+        using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancel);
+        Exception? writeError = null;
+        var writerThread = new Thread(() =>
+        {
+            try
+            {
+                long kicked = 0;
+                foreach (var batch in full.GetConsumingEnumerable(stop.Token))
+                {
+                    foreach (var (record, offset, checksum) in batch.Records)
+                        writer.AppendPages(record.Address, batch.Buffer.AsMemory(offset, record.Length), checksum);
+                    free.Add(batch.Buffer, stop.Token);
+                    if (!_options.KeepImageCached && writer.Length - kicked >= WritebackStep)
+                    {
+                        FileOps.StartWriteback(file, kicked, writer.Length - kicked);
+                        kicked = writer.Length;
+                    }
+                }
+            }
+            catch (OperationCanceledException)
+            {
+            }
+            catch (Exception e)
+            {
+                writeError = e;
+                stop.Cancel();
+            }
+        })
+        { Name = "memcr image writer", IsBackground = true };
+        writerThread.Start();
+
+        try
+        {
+            ReadBatches(plan, free, full, stop.Token);
+            full.CompleteAdding();
+        }
+        catch (OperationCanceledException) when (writeError is not null)
+        {
+        }
+        finally
+        {
+            full.CompleteAdding();
+            writerThread.Join();
+        }
+        if (writeError is not null)
+            throw ImageWriteError(writeError);
+        cancel.ThrowIfCancellationRequested();
+        try
+        {
+            writer.Finish();
+            FileOps.Truncate(file, writer.Length, path);
+        }
+        catch (IOException e)
+        {
+            throw ImageWriteError(e);
+        }
+        ImageBytes = writer.Length;
+        SavedBytes = writer.PageBytes;
+    }
+
+    private CheckpointException ImageWriteError(Exception e) =>
+        new($"cannot write image {ImagePath}: {e.Message}; the target was left running untouched", e);
+
+    /// <summary>Reads the planned records in batches, checksums them, and hands them to the writer.</summary>
+    private unsafe void ReadBatches(CheckpointPlan plan, BlockingCollection<byte[]> free, BlockingCollection<Batch> full, CancellationToken cancel)
+    {
+        var transfers = new List<Transfer>(1024);
+        int index = 0;
+        while (index < plan.Records.Count)
+        {
+            var batch = new Batch(free.Take(cancel));
+            transfers.Clear();
+            int used = 0;
+            fixed (byte* basePtr = batch.Buffer)
+            {
+                while (index < plan.Records.Count && transfers.Count < 1024)
+                {
+                    var r = plan.Records[index];
+                    if (used + r.Length > BatchBytes)
+                        break;
+                    var t = new Transfer(r.Address, (nint)(basePtr + used), r.Length);
+                    if (r.Forced)
+                        _memory.ReadMem(t);
+                    else
+                        transfers.Add(t);
+                    batch.Records.Add((r, used, 0));
+                    used += r.Length;
+                    index++;
+                }
+                if (transfers.Count > 0)
+                    _memory.ReadV(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(transfers));
+            }
+            for (int i = 0; i < batch.Records.Count; i++)
+            {
+                var (record, offset, _) = batch.Records[i];
+                batch.Records[i] = (record, offset, ImageWriter.Checksum(batch.Buffer.AsSpan(offset, record.Length), _imageId));
+            }
+            full.Add(batch, cancel);
+        }
+    }
+
+    /// <summary>Reopens the written image and checks that it is complete before anything is dropped.</summary>
+    private void VerifyWritten(CheckpointPlan plan)
+    {
+        try
+        {
+            using var image = ImageReader.Open(ImagePath);
+            if (image.Header.ImageId != _imageId || image.Index.Count != plan.Records.Count || image.PageBytes != plan.Bytes)
+                throw new CheckpointException($"image {ImagePath} does not hold what was written; the target was left running untouched");
+        }
+        catch (ImageFormatException e)
+        {
+            throw new CheckpointException($"image {ImagePath} is not complete after writing: {e.Problem}; the target was left running untouched", e);
+        }
+    }
+
+    /// <summary>madvise(MADV_DONTNEED) of every VMA that had pages, executed by a target thread.</summary>
+    private void Drop()
+    {
+        if (_dropTargets.Count == 0)
+            return;
+        var maps = ProcFs.ReadMaps(Pid);
+        ulong insn = RemoteSyscall.FindSyscallInstruction(Pid, maps, _arch, _memory);
+        using var remote = RemoteSyscall.Open(_tracer, _arch, insn);
+        foreach (var s in _dropTargets)
+        {
+            _dropped = true;
+            long r = remote.Call(_arch.Syscalls.Madvise, s.Vma.Start, s.Vma.Length, (ulong)Interop.MadvDontNeed);
+            if (r < 0)
+            {
+                throw new SyscallException("madvise(MADV_DONTNEED) in the target",
+                    $"pid {Pid} [{s.Vma.Start:x}-{s.Vma.End:x}]", (int)-r);
+            }
+        }
+    }
+
+    /// <summary>
+    /// Checks on a frozen target: throws <see cref="TargetTerminatedException"/> if it has died, or
+    /// lets it die if a signal that terminates it is pending (kill PID must work on a parked app).
+    /// </summary>
+    public void Poll()
+    {
+        if (_over)
+            return;
+        if (_tracer.ReapAll() is { } exit)
+            Terminated(exit);
+        ProcStatus status;
+        try
+        {
+            status = ProcFs.ReadStatus(Pid);
+        }
+        catch (ProcessGoneException)
+        {
+            Terminated(_tracer.ReapAll() ?? new WaitStatus(Signals.SIGKILL));
+            return;
+        }
+        ulong pending = (status.ShdPnd | status.SigPnd) & ~status.SigIgn & ~status.SigCgt;
+        for (int sig = 1; sig <= Signals.Max; sig++)
+        {
+            if ((pending & Signals.Bit(sig)) == 0 || !Signals.TerminatesByDefault(sig))
+                continue;
+            int? tid = ThreadNotBlocking(sig);
+            if (tid is null)
+                continue;
+            _log.Info($"{Signals.Name(sig)} is pending for pid {Pid} and terminates it: letting it die");
+            _tracer.DieOfPendingSignal(tid.Value, sig);
+            Terminated(_tracer.ReapAll() ?? new WaitStatus(sig));
+        }
+    }
+
+    private int? ThreadNotBlocking(int sig)
+    {
+        foreach (var t in _tracer.Threads.Where(t => t.State != TraceState.Gone))
+        {
+            try
+            {
+                if ((ProcFs.ReadTaskStatus(Pid, t.Tid).SigBlk & Signals.Bit(sig)) == 0)
+                    return t.Tid;
+            }
+            catch (ProcessGoneException)
+            {
+            }
+        }
+        return null;
+    }
+
+    private void Terminated(WaitStatus exit)
+    {
+        _over = true;
+        DeleteImage();
+        string how = exit.Signaled ? $"terminated by {Signals.Name(exit.TermSignal)}" : $"exited with status {exit.ExitCode}";
+        throw new TargetTerminatedException(Pid, how);
+    }
+
+    /// <summary>
+    /// Writes every page back from the image (after checking all of it) and lets the target run.
+    /// If the image cannot be used, the target is killed: it must never run on dropped memory.
+    /// </summary>
+    public TimeSpan Restore()
+    {
+        if (_over)
+            throw new InvalidOperationException($"pid {Pid} is not checkpointed");
+        _log.Step("uploading pages");
+        var started = Stopwatch.GetTimestamp();
+        try
+        {
+            WriteBack();
+        }
+        catch (Exception e) when (e is ImageFormatException or IOException or CheckpointException or UnauthorizedAccessException)
+        {
+            _over = true;
+            _tracer.Kill();
+            string why = e is ImageFormatException f ? f.Message : e.Message;
+            throw new CheckpointException($"cannot restore pid {Pid}: {why}; pid {Pid} was killed with SIGKILL because its memory cannot be given back", e);
+        }
+        _log.Step("unseizing target");
+        _tracer.Detach();
+        _over = true;
+        DeleteImage();
+        var took = Stopwatch.GetElapsedTime(started);
+        _log.Info($"upload took {(long)took.TotalMilliseconds} ms");
+        return took;
+    }
+
+    private void WriteBack()
+    {
+        using var image = ImageReader.Open(ImagePath);
+        if (image.Header.ImageId != _imageId)
+            throw new ImageFormatException(ImagePath, 40, "this is not the image this checkpoint wrote (it was replaced)");
+        if (image.Header.Pid != Pid)
+            throw new ImageFormatException(ImagePath, 24, $"image is of pid {image.Header.Pid}, not {Pid}");
+        if (image.Header.PageSize != Environment.SystemPageSize)
+            throw new ImageFormatException(ImagePath, 16, $"image page size {image.Header.PageSize} differs from this system's {Environment.SystemPageSize}");
+        image.Verify(_options.Parallelism);
+        if (!_dropped)
+            return; // nothing was dropped: the target's memory is intact
+        new EagerPageRestorer(_memory, _options.Parallelism).Restore(image, ProcFs.ReadMaps(Pid));
+    }
+
+    /// <summary>Undoes a checkpoint that failed part-way.</summary>
+    private void Abort(Exception cause)
+    {
+        _over = true;
+        try
+        {
+            if (_dropped && _tracer.IsAlive)
+            {
+                _log.Error($"checkpoint failed after memory was dropped ({cause.Message}); writing it back");
+                WriteBack();
+            }
+            _tracer.Detach();
+        }
+        catch (Exception e)
+        {
+            _log.Error($"cannot give pid {Pid} its memory back: {e.Message}; killing it with SIGKILL");
+            _tracer.Kill();
+        }
+        DeleteImage();
+    }
+
+    private void DeleteImage()
+    {
+        if (!_imageExists)
+            return;
+        try
+        {
+            File.Delete(ImagePath);
+        }
+        catch (IOException e)
+        {
+            _log.Error($"cannot remove {ImagePath}: {e.Message}");
+        }
+        _imageExists = false;
+    }
+
+    public void Dispose()
+    {
+        if (!_over)
+            Restore();
+        _memory.Dispose();
+    }
+
+    private static class Interop
+    {
+        public const int MadvDontNeed = 4;
+    }
+}

@@ -1,0 +1,106 @@
+using Microsoft.Win32.SafeHandles;
+
+namespace Memcr.Linux;
+
+/// <summary>File operations .NET does not expose: preallocation, writeback control, page-cache eviction, polling.</summary>
+public static class FileOps
+{
+    /// <summary>
+    /// Reserves disk space so that a full disk is found before anything else happens. Returns false
+    /// where the file system cannot preallocate (EOPNOTSUPP); throws on ENOSPC and other errors.
+    /// </summary>
+    public static bool Preallocate(SafeFileHandle file, long length, string path)
+    {
+        if (length <= 0)
+            return true;
+        if (Interop.Libc.fallocate((int)file.DangerousGetHandle(), 0, 0, length) == 0)
+            return true;
+        int errno = Errno.Last;
+        if (errno == Errno.EOPNOTSUPP)
+            return false;
+        throw new SyscallException("fallocate", $"{path} ({length} bytes)", errno);
+    }
+
+    public static void Truncate(SafeFileHandle file, long length, string path) =>
+        Errno.Check(Interop.Libc.ftruncate((int)file.DangerousGetHandle(), length), "ftruncate", path);
+
+    /// <summary>Starts writeback of a range without waiting for it (sync_file_range(2)).</summary>
+    public static void StartWriteback(SafeFileHandle file, long offset, long length) =>
+        Interop.Libc.sync_file_range((int)file.DangerousGetHandle(), offset, length, Interop.Libc.SYNC_FILE_RANGE_WRITE);
+
+    /// <summary>
+    /// Writes the file's dirty pages to disk and drops its pages from the page cache, so that the
+    /// memory it held is free again (a dirty page cannot be evicted before it is written back).
+    /// </summary>
+    public static void SyncAndEvict(SafeFileHandle file, string path)
+    {
+        int fd = (int)file.DangerousGetHandle();
+        Errno.Check(Interop.Libc.fdatasync(fd), "fdatasync", path);
+        Evict(file, path);
+    }
+
+    /// <summary>Drops the file's clean pages from the page cache (POSIX_FADV_DONTNEED).</summary>
+    public static void Evict(SafeFileHandle file, string path)
+    {
+        int err = Interop.Libc.posix_fadvise((int)file.DangerousGetHandle(), 0, 0, Interop.Libc.POSIX_FADV_DONTNEED);
+        if (err != 0)
+            throw new SyscallException("posix_fadvise(POSIX_FADV_DONTNEED)", path, err);
+    }
+
+    /// <summary>Waits up to <paramref name="timeoutMs"/> for <paramref name="fd"/> to be readable (or closed).</summary>
+    public static unsafe bool WaitReadable(int fd, int timeoutMs)
+    {
+        var pfd = new Interop.PollFd { Fd = fd, Events = Interop.Libc.POLLIN };
+        int r = Interop.Libc.poll(&pfd, 1, timeoutMs);
+        if (r < 0)
+        {
+            if (Errno.Last == Errno.EINTR)
+                return false;
+            throw Errno.Error("poll", $"fd {fd}");
+        }
+        return r > 0;
+    }
+
+    /// <summary>Reads one byte from <paramref name="fd"/>; -1 at end of file.</summary>
+    public static unsafe int ReadByte(int fd)
+    {
+        byte b;
+        while (true)
+        {
+            nint n = Interop.Libc.read(fd, &b, 1);
+            if (n == 1)
+                return b;
+            if (n == 0)
+                return -1;
+            if (Errno.Last != Errno.EINTR)
+                return -1;
+        }
+    }
+
+    /// <summary>How many of the file's pages are in the page cache (mincore(2) on a mapping of it).</summary>
+    public static unsafe long ResidentPages(string path)
+    {
+        using var file = File.OpenHandle(path, FileMode.Open, FileAccess.Read);
+        long length = RandomAccess.GetLength(file);
+        if (length == 0)
+            return 0;
+        nint addr = Interop.Libc.mmap(0, (nuint)length, Interop.Libc.PROT_READ, Interop.Libc.MAP_SHARED, (int)file.DangerousGetHandle(), 0);
+        if (addr == Interop.Libc.MAP_FAILED)
+            throw Errno.Error("mmap", path);
+        try
+        {
+            long pages = (length + Environment.SystemPageSize - 1) / Environment.SystemPageSize;
+            var vec = new byte[pages];
+            fixed (byte* v = vec)
+            {
+                if (Interop.Libc.mincore(addr, (nuint)length, v) < 0)
+                    throw Errno.Error("mincore", path);
+            }
+            return vec.LongCount(b => (b & 1) != 0);
+        }
+        finally
+        {
+            Interop.Libc.munmap(addr, (nuint)length);
+        }
+    }
+}
