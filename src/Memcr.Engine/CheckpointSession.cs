@@ -96,7 +96,7 @@ public sealed class CheckpointSession : IDisposable
         catch (Exception e)
         {
             session.Abort(e);
-            if (e is CheckpointException)
+            if (e is CheckpointException or OperationCanceledException)
                 throw;
             throw new CheckpointException($"checkpoint of pid {options.Pid} failed: {e.Message}; {session.Outcome()}", e);
         }
@@ -119,10 +119,9 @@ public sealed class CheckpointSession : IDisposable
         ulong vss = selected.Aggregate(0UL, (sum, v) => sum + v.Vma.Length);
         _log.Info($"{selected.Count} candidate VMAs, VSS {vss / 1024} kB, RSS {Before.VmRss} kB");
 
+        _log.Step("downloading pages");
         var plan = Plan(selected);
         cancel.ThrowIfCancellationRequested();
-
-        _log.Step("downloading pages");
         WriteImage(plan, cancel);
         cancel.ThrowIfCancellationRequested();
         VerifyWritten(plan);

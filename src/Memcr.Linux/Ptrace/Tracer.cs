@@ -403,7 +403,6 @@ public sealed class Tracer : IDisposable
     /// </summary>
     public bool DieOfPendingSignal(int tid, int signal)
     {
-        var thread = _threads[tid];
         SetSignalMask(tid, ~Signals.Bit(signal));
         Continue(tid, 0);
         for (int attempts = 0; attempts < 64; attempts++)
@@ -411,11 +410,38 @@ public sealed class Tracer : IDisposable
             var s = Wait(tid, noHang: false);
             if (s is null || s.Value.Gone)
                 break;
-            var st = s.Value;
-            Continue(tid, st.Event == 0 && st.StopSignal == signal ? signal : 0);
+            if (s.Value.Event == 0 && s.Value.StopSignal == signal)
+            {
+                Continue(tid, signal);
+                break;
+            }
+            Continue(tid, 0);
         }
-        ReapAll();
+        WaitAllGone();
         return !IsAlive;
+    }
+
+    /// <summary>
+    /// Reaps every thread of a dying process. The leader is waited for last: the kernel reports its
+    /// exit only once all other threads have been reaped (delay_group_leader).
+    /// </summary>
+    private void WaitAllGone()
+    {
+        foreach (var t in _threads.Values.Where(t => t.State != TraceState.Gone).OrderBy(t => t.Tid == Pid ? 1 : 0).ToList())
+        {
+            while (Wait(t.Tid, noHang: false) is { } s)
+            {
+                if (s.Gone)
+                {
+                    MarkGone(t, s);
+                    break;
+                }
+                // Still stopping on its way out (a SIGKILL wakes it): let it go on.
+                Resume(Interop.Libc.PTRACE_CONT, t.Tid, 0);
+            }
+            if (t.State != TraceState.Gone)
+                t.State = TraceState.Gone;
+        }
     }
 
     /// <summary>Collects exit statuses of threads that have ended; returns the leader's when the process has.</summary>
@@ -459,13 +485,7 @@ public sealed class Tracer : IDisposable
     public void Kill()
     {
         Interop.Libc.kill(Pid, Signals.SIGKILL);
-        foreach (var t in _threads.Values.Where(t => t.State != TraceState.Gone).ToList())
-        {
-            while (Wait(t.Tid, noHang: false) is { } s && !s.Gone)
-            {
-            }
-            t.State = TraceState.Gone;
-        }
+        WaitAllGone();
         _detached = true;
     }
 
