@@ -86,7 +86,7 @@ internal static class MemcrProgram
             log.Error($"interrupted by signal {caught}: checkpoint abandoned, pid {pid} left running untouched");
             return 1;
         }
-        catch (Exception e) when (e is CheckpointException or TargetTerminatedException)
+        catch (Exception e)
         {
             log.Error(e is TargetTerminatedException ? $"{e.Message}; image removed" : e.Message);
             if (a.Verbose)

@@ -389,13 +389,21 @@ public sealed class CheckpointSession : IDisposable
         ulong pending = (status.ShdPnd | status.SigPnd) & ~status.SigIgn & ~status.SigCgt;
         for (int sig = 1; sig <= Signals.Max; sig++)
         {
-            if ((pending & Signals.Bit(sig)) == 0 || !Signals.TerminatesByDefault(sig))
+            // SIGKILL needs no help: the kernel ends a traced process at once.
+            if ((pending & Signals.Bit(sig)) == 0 || !Signals.TerminatesByDefault(sig) || sig == Signals.SIGKILL)
                 continue;
             int? tid = ThreadNotBlocking(sig);
             if (tid is null)
                 continue;
             _log.Info($"{Signals.Name(sig)} is pending for pid {Pid} and terminates it: letting it die");
-            _tracer.DieOfPendingSignal(tid.Value, sig);
+            try
+            {
+                _tracer.DieOfPendingSignal(tid.Value, sig);
+            }
+            catch (SyscallException e) when (e.Errno == Errno.ESRCH)
+            {
+                // Killed meanwhile by something else.
+            }
             Terminated(_tracer.ReapAll() ?? new WaitStatus(sig));
         }
     }

@@ -46,7 +46,7 @@ static uint8_t *ro_area, *none_area, *file_area;
 static long page_size;
 
 static volatile sig_atomic_t usr2_count, rt_count;
-static volatile long worker_errors, worker_iterations[WORKERS], eintr_count, sleeps;
+static volatile long workers_started, worker_errors, worker_iterations[WORKERS], eintr_count, sleeps;
 static int report_fd = -1;
 
 static inline uint64_t mix(uint64_t x)
@@ -103,6 +103,7 @@ static void *worker(void *arg)
 		die("malloc");
 	fill(mine, WORKER_HEAP, 1000 + id * 7919);
 	fill(stack_area, WORKER_STACK, 2000 + id * 7919);
+	__atomic_add_fetch(&workers_started, 1, __ATOMIC_SEQ_CST);
 	for (;;) {
 		uint64_t seed = 1000 + id * 7919 + gen;
 		if (verify(mine, WORKER_HEAP, seed) >= 0 || verify(stack_area, WORKER_STACK, seed + 1000) >= 0)
@@ -301,6 +302,9 @@ int main(int argc, char **argv)
 	pthread_create(&t, NULL, signal_thread, NULL);
 	pthread_create(&t, NULL, commands, argv[1]);
 
+	/* Ready once every thread has made its allocations: the maps stay as they are from here. */
+	while (__atomic_load_n(&workers_started, __ATOMIC_SEQ_CST) < WORKERS)
+		usleep(1000);
 	reply("READY %d\n", getpid());
 	for (;;)
 		pause();

@@ -1,0 +1,140 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Runtime.InteropServices;
+using Memcr.Linux.Proc;
+
+namespace Memcr.IntegrationTests.Harness;
+
+/// <summary>
+/// A checkpoint target speaking the FIFO protocol of tests/targets (READY, CHECK, REPORT). It is
+/// started detached with `setsid -f`, so that neither the tests nor memcr are its parent.
+/// </summary>
+public sealed partial class FifoTarget : IDisposable
+{
+    private static readonly TimeSpan Patience = TimeSpan.FromSeconds(60);
+    private readonly FileStream _report;
+    private readonly StreamReader _reportReader;
+    private readonly FileStream _cmd;
+
+    private FifoTarget(string dir, int pid, FileStream report, StreamReader reader, FileStream cmd)
+    {
+        Dir = dir;
+        Pid = pid;
+        _report = report;
+        _reportReader = reader;
+        _cmd = cmd;
+    }
+
+    public string Dir { get; }
+
+    public int Pid { get; }
+
+    public static FifoTarget StartMemtest(int heapMb = 64)
+    {
+        string exe = Gcc.Build("memtest");
+        return Start("memtest", dir => [exe, dir, heapMb.ToString(CultureInfo.InvariantCulture)]);
+    }
+
+    public static FifoTarget Start(string name, Func<string, string[]> command)
+    {
+        string dir = Repo.NewScratchDir(name);
+        MakeFifo(Path.Combine(dir, "report"));
+        MakeFifo(Path.Combine(dir, "cmd"));
+        // O_RDWR: opening a FIFO so never blocks, whether or not the target got as far as opening it.
+        var report = new FileStream(Path.Combine(dir, "report"), FileMode.Open, FileAccess.ReadWrite, FileShare.ReadWrite, 1);
+        var reader = new StreamReader(report);
+        var cmd = new FileStream(Path.Combine(dir, "cmd"), FileMode.Open, FileAccess.ReadWrite, FileShare.ReadWrite, 1);
+        var psi = new ProcessStartInfo("setsid") { UseShellExecute = false };
+        psi.ArgumentList.Add("-f");
+        foreach (var a in command(dir))
+            psi.ArgumentList.Add(a);
+        using (var setsid = Process.Start(psi)!)
+            setsid.WaitForExit();
+        string ready = ReadLine(reader, $"{name} to report READY");
+        if (!ready.StartsWith("READY ", StringComparison.Ordinal))
+            throw new InvalidOperationException($"{name} said '{ready}' instead of READY");
+        int pid = int.Parse(ready[6..], CultureInfo.InvariantCulture);
+        return new FifoTarget(dir, pid, report, reader, cmd);
+    }
+
+    private static string ReadLine(StreamReader reader, string what)
+    {
+        var line = Task.Run(reader.ReadLine);
+        if (!line.Wait(Patience))
+            throw new TimeoutException($"timed out waiting for {what}");
+        return line.Result ?? throw new InvalidOperationException($"end of file waiting for {what}");
+    }
+
+    /// <summary>Asks the target to verify all its memory; waits for <paramref name="rt"/> SIGRTMIN first.</summary>
+    public Dictionary<string, string> Check(int rt = 0)
+    {
+        var bytes = System.Text.Encoding.ASCII.GetBytes($"CHECK {rt}\n");
+        _cmd.Write(bytes);
+        _cmd.Flush();
+        string line = ReadLine(_reportReader, $"pid {Pid} to answer CHECK");
+        Assert.StartsWith("REPORT ", line);
+        return line[7..].Split(' ', StringSplitOptions.RemoveEmptyEntries)
+            .Select(kv => kv.Split('=', 2))
+            .ToDictionary(kv => kv[0], kv => kv[1]);
+    }
+
+    /// <summary>Asserts that the target verified all its memory and threads and saw no EINTR.</summary>
+    public Dictionary<string, string> AssertIntact(int rt = 0)
+    {
+        var report = Check(rt);
+        Assert.True(report["ok"] == "1", $"pid {Pid} reports damage: {string.Join(' ', report.Select(kv => kv.Key + "=" + kv.Value))}");
+        return report;
+    }
+
+    public ProcStatus Status => ProcFs.ReadStatus(Pid);
+
+    public bool IsAlive => File.Exists($"/proc/{Pid}/status") && Status.State is not ('Z' or 'X');
+
+    public string Maps => File.ReadAllText($"/proc/{Pid}/maps");
+
+    /// <summary>States of every thread (/proc/PID/task/*/status).</summary>
+    public List<char> ThreadStates => ProcFs.ReadTasks(Pid).Select(t => ProcFs.ReadTaskStatus(Pid, t).State).ToList();
+
+    /// <summary>Waits until the target has died (its zombie reaped or not).</summary>
+    public bool WaitUntilDead(TimeSpan timeout)
+    {
+        var sw = Stopwatch.StartNew();
+        while (sw.Elapsed < timeout)
+        {
+            if (!IsAlive)
+                return true;
+            Thread.Sleep(20);
+        }
+        return !IsAlive;
+    }
+
+    public void Dispose()
+    {
+        kill(Pid, 9);
+        WaitUntilDead(TimeSpan.FromSeconds(10));
+        _cmd.Dispose();
+        _reportReader.Dispose();
+        _report.Dispose();
+        try
+        {
+            Directory.Delete(Dir, recursive: true);
+        }
+        catch (IOException)
+        {
+        }
+    }
+
+    public void Signal(int signal) => Assert.Equal(0, kill(Pid, signal));
+
+    private static void MakeFifo(string path)
+    {
+        if (mkfifo(path, 0x180) != 0)
+            throw new IOException($"mkfifo {path}: errno {Marshal.GetLastPInvokeError()}");
+    }
+
+    [LibraryImport("libc", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
+    private static partial int mkfifo(string path, uint mode);
+
+    [LibraryImport("libc", SetLastError = true)]
+    private static partial int kill(int pid, int signal);
+}

@@ -1,0 +1,122 @@
+using System.Diagnostics;
+
+namespace Memcr.IntegrationTests.Harness;
+
+/// <summary>A running memcr, its output collected line by line.</summary>
+public sealed class MemcrProcess : IDisposable
+{
+    public const string Prompt = "press enter to restore process memory and unfreeze";
+    private static readonly TimeSpan Patience = TimeSpan.FromSeconds(120);
+
+    private readonly Process _process;
+    private readonly List<string> _lines = [];
+    private readonly object _sync = new();
+
+    private MemcrProcess(Process process) => _process = process;
+
+    public int Pid => _process.Id;
+
+    public static MemcrProcess Start(params string[] args)
+    {
+        var psi = new ProcessStartInfo(Repo.Memcr)
+        {
+            RedirectStandardInput = true,
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+        };
+        foreach (var a in args)
+            psi.ArgumentList.Add(a);
+        var p = new Process { StartInfo = psi };
+        var m = new MemcrProcess(p);
+        p.OutputDataReceived += (_, e) => m.Add(e.Data);
+        p.ErrorDataReceived += (_, e) => m.Add(e.Data);
+        p.Start();
+        p.BeginOutputReadLine();
+        p.BeginErrorReadLine();
+        return m;
+    }
+
+    /// <summary>Runs memcr to completion with stdin closed; returns its exit code.</summary>
+    public static (int ExitCode, string Output) Run(params string[] args)
+    {
+        using var m = Start(args);
+        m._process.StandardInput.Close();
+        int code = m.WaitForExit();
+        return (code, m.Output);
+    }
+
+    private void Add(string? line)
+    {
+        if (line is null)
+            return;
+        lock (_sync)
+        {
+            _lines.Add(line);
+            Monitor.PulseAll(_sync);
+        }
+    }
+
+    public string Output
+    {
+        get
+        {
+            lock (_sync)
+                return string.Join('\n', _lines);
+        }
+    }
+
+    /// <summary>Waits for an output line containing <paramref name="text"/>.</summary>
+    public void WaitFor(string text)
+    {
+        var sw = Stopwatch.StartNew();
+        lock (_sync)
+        {
+            while (!_lines.Any(l => l.Contains(text, StringComparison.Ordinal)))
+            {
+                if (_process.HasExited)
+                {
+                    _process.WaitForExit();
+                    if (!_lines.Any(l => l.Contains(text, StringComparison.Ordinal)))
+                        throw new InvalidOperationException($"memcr exited ({_process.ExitCode}) without printing '{text}':\n{string.Join('\n', _lines)}");
+                    return;
+                }
+                var left = Patience - sw.Elapsed;
+                if (left <= TimeSpan.Zero)
+                    throw new TimeoutException($"memcr did not print '{text}':\n{string.Join('\n', _lines)}");
+                Monitor.Wait(_sync, TimeSpan.FromMilliseconds(Math.Min(200, left.TotalMilliseconds)));
+            }
+        }
+    }
+
+    public void WaitForPrompt() => WaitFor(Prompt);
+
+    public void PressEnter()
+    {
+        _process.StandardInput.WriteLine();
+        _process.StandardInput.Flush();
+    }
+
+    public int WaitForExit()
+    {
+        if (!_process.WaitForExit(Patience))
+        {
+            _process.Kill();
+            throw new TimeoutException($"memcr did not exit:\n{Output}");
+        }
+        _process.WaitForExit();
+        return _process.ExitCode;
+    }
+
+    public void Signal(int signal) => Assert.Equal(0, Syscalls.Kill(_process.Id, signal));
+
+    public void Dispose()
+    {
+        if (!_process.HasExited)
+        {
+            _process.Kill();
+            _process.WaitForExit();
+        }
+        _process.Dispose();
+    }
+}
