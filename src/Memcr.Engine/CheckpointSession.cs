@@ -121,20 +121,27 @@ public sealed class CheckpointSession : IDisposable
 
         _log.Step("downloading pages");
         var plan = Plan(selected);
+        Lap("page scan");
         cancel.ThrowIfCancellationRequested();
         WriteImage(plan, cancel);
+        Lap("read and write");
         cancel.ThrowIfCancellationRequested();
         VerifyWritten(plan);
+        Lap("image check");
 
         // From here the target depends on the image. Hold it in a group stop first so that, should
         // memcr die, the target stays stopped rather than running on dropped memory.
         _tracer.HoldInGroupStop();
+        Lap("group stop");
         Drop();
+        Lap("drop");
         if (!_options.KeepImageCached)
         {
             using var file = File.OpenHandle(ImagePath, FileMode.Open, FileAccess.Read);
             FileOps.SyncAndEvict(file, ImagePath);
+            Lap("writeback and eviction");
         }
+        _log.Info($"image {ImageBytes / 1024} kB: {SavedBytes / 1024} kB of pages in {plan.Records.Count} records");
         _log.Info($"download took {(long)Stopwatch.GetElapsedTime(_startedDownload).TotalMilliseconds} ms");
         _log.Info($"stored at {ImagePath}");
         After = RssStats.Read(Pid);
@@ -142,6 +149,14 @@ public sealed class CheckpointSession : IDisposable
     }
 
     private long _startedDownload;
+    private long _lap;
+
+    private void Lap(string what)
+    {
+        long now = Stopwatch.GetTimestamp();
+        _log.Debug($"{what}: {Stopwatch.GetElapsedTime(_lap == 0 ? _startedDownload : _lap, now).TotalMilliseconds:F1} ms");
+        _lap = now;
+    }
 
     /// <summary>A record to save: pages [Address, Address + Length) of one VMA.</summary>
     private readonly record struct PlannedRecord(ulong Address, int Length, bool Forced);
