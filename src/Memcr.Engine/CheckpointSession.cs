@@ -202,9 +202,9 @@ public sealed class CheckpointSession : IDisposable
         return new CheckpointPlan(records, vmas, total);
     }
 
-    private sealed class Batch(byte[] buffer)
+    private sealed class Batch(AlignedBuffer buffer)
     {
-        public byte[] Buffer { get; } = buffer;
+        public AlignedBuffer Buffer { get; } = buffer;
         public List<(PlannedRecord Record, int Offset, ulong Checksum)> Records { get; } = [];
     }
 
@@ -217,9 +217,10 @@ public sealed class CheckpointSession : IDisposable
             _log.Info($"removing stale image {path}");
             File.Delete(path);
         }
-        var header = new ImageHeader(Pid, Environment.SystemPageSize, _arch.ElfMachine,
+        int pageSize = Environment.SystemPageSize;
+        var header = new ImageHeader(Pid, pageSize, _arch.ElfMachine,
             _options.IncludeFileMappings ? ImageFlags.FilePages : ImageFlags.None, _imageId, DateTimeOffset.UtcNow);
-        long expected = ImageWriter.SizeFor(plan.Vmas.Count, plan.Records.Count, (long)plan.Bytes);
+        long expected = ImageWriter.SizeFor(plan.Vmas.Count, plan.Records.Select(r => r.Length), pageSize);
         using var stream = new FileStream(path, new FileStreamOptions
         {
             Mode = FileMode.CreateNew,
@@ -238,56 +239,71 @@ public sealed class CheckpointSession : IDisposable
             throw new CheckpointException(
                 $"not enough space in {_options.DumpDir} for the {expected / 1024} kB image of pid {Pid} (fallocate: no space left on device); the target was left running untouched");
         }
-        var writer = new ImageWriter(file, path, header);
+        // Pages go through O_DIRECT where the file system allows it: no page cache to fill with
+        // dirty pages (and then write back and evict), and no fresh memory to fault in for it.
+        using var direct = _options.KeepImageCached ? null : FileOps.OpenDirect(path, write: true);
+        _log.Debug(direct is null ? "writing pages through the page cache" : "writing pages with O_DIRECT");
+        using var writer = new ImageWriter(file, path, header, direct);
         writer.WriteVmaTable(plan.Vmas);
 
-        using var free = new BlockingCollection<byte[]>(Buffers);
+        var buffers = new List<AlignedBuffer>();
+        using var free = new BlockingCollection<AlignedBuffer>(Buffers);
         using var full = new BlockingCollection<Batch>(Buffers);
-        for (int i = 0; i < Buffers; i++)
-            free.Add(GC.AllocateUninitializedArray<byte>(BatchBytes, pinned: true), CancellationToken.None);
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancel);
         Exception? writeError = null;
-        var writerThread = new Thread(() =>
-        {
-            try
-            {
-                long kicked = 0;
-                foreach (var batch in full.GetConsumingEnumerable(stop.Token))
-                {
-                    foreach (var (record, offset, checksum) in batch.Records)
-                        writer.AppendPages(record.Address, batch.Buffer.AsMemory(offset, record.Length), checksum);
-                    free.Add(batch.Buffer, stop.Token);
-                    if (!_options.KeepImageCached && writer.Length - kicked >= WritebackStep)
-                    {
-                        FileOps.StartWriteback(file, kicked, writer.Length - kicked);
-                        kicked = writer.Length;
-                    }
-                }
-            }
-            catch (OperationCanceledException)
-            {
-            }
-            catch (Exception e)
-            {
-                writeError = e;
-                stop.Cancel();
-            }
-        })
-        { Name = "memcr image writer", IsBackground = true };
-        writerThread.Start();
-
         try
         {
-            ReadBatches(plan, free, full, stop.Token);
-            full.CompleteAdding();
-        }
-        catch (OperationCanceledException) when (writeError is not null)
-        {
+            for (int i = 0; i < Buffers; i++)
+            {
+                buffers.Add(new AlignedBuffer(BatchBytes, pageSize));
+                free.Add(buffers[^1], CancellationToken.None);
+            }
+            var writerThread = new Thread(() =>
+            {
+                try
+                {
+                    long kicked = 0;
+                    foreach (var batch in full.GetConsumingEnumerable(stop.Token))
+                    {
+                        foreach (var (record, offset, checksum) in batch.Records)
+                            writer.AppendPages(record.Address, batch.Buffer.Memory.Slice(offset, record.Length), checksum);
+                        free.Add(batch.Buffer, stop.Token);
+                        if (direct is null && !_options.KeepImageCached && writer.Length - kicked >= WritebackStep)
+                        {
+                            FileOps.StartWriteback(file, kicked, writer.Length - kicked);
+                            kicked = writer.Length;
+                        }
+                    }
+                }
+                catch (OperationCanceledException)
+                {
+                }
+                catch (Exception e)
+                {
+                    writeError = e;
+                    stop.Cancel();
+                }
+            })
+            { Name = "memcr image writer", IsBackground = true };
+            writerThread.Start();
+
+            try
+            {
+                ReadBatches(plan, free, full, stop.Token);
+            }
+            catch (OperationCanceledException) when (writeError is not null)
+            {
+            }
+            finally
+            {
+                full.CompleteAdding();
+                writerThread.Join();
+            }
         }
         finally
         {
-            full.CompleteAdding();
-            writerThread.Join();
+            foreach (var b in buffers)
+                ((IDisposable)b).Dispose();
         }
         if (writeError is not null)
             throw ImageWriteError(writeError);
@@ -309,7 +325,7 @@ public sealed class CheckpointSession : IDisposable
         new($"cannot write image {ImagePath}: {e.Message}; the target was left running untouched", e);
 
     /// <summary>Reads the planned records in batches, checksums them, and hands them to the writer.</summary>
-    private unsafe void ReadBatches(CheckpointPlan plan, BlockingCollection<byte[]> free, BlockingCollection<Batch> full, CancellationToken cancel)
+    private void ReadBatches(CheckpointPlan plan, BlockingCollection<AlignedBuffer> free, BlockingCollection<Batch> full, CancellationToken cancel)
     {
         var transfers = new List<Transfer>(1024);
         int index = 0;
@@ -318,29 +334,28 @@ public sealed class CheckpointSession : IDisposable
             var batch = new Batch(free.Take(cancel));
             transfers.Clear();
             int used = 0;
-            fixed (byte* basePtr = batch.Buffer)
+            nint basePtr = batch.Buffer.Pointer;
+            while (index < plan.Records.Count && transfers.Count < 1024)
             {
-                while (index < plan.Records.Count && transfers.Count < 1024)
-                {
-                    var r = plan.Records[index];
-                    if (used + r.Length > BatchBytes)
-                        break;
-                    var t = new Transfer(r.Address, (nint)(basePtr + used), r.Length);
-                    if (r.Forced)
-                        _memory.ReadMem(t);
-                    else
-                        transfers.Add(t);
-                    batch.Records.Add((r, used, 0));
-                    used += r.Length;
-                    index++;
-                }
-                if (transfers.Count > 0)
-                    _memory.ReadV(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(transfers));
+                var r = plan.Records[index];
+                if (used + r.Length > BatchBytes)
+                    break;
+                var t = new Transfer(r.Address, basePtr + used, r.Length);
+                if (r.Forced)
+                    _memory.ReadMem(t);
+                else
+                    transfers.Add(t);
+                batch.Records.Add((r, used, 0));
+                used += r.Length;
+                index++;
             }
+            if (transfers.Count > 0)
+                _memory.ReadV(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(transfers));
+            var span = batch.Buffer.GetSpan();
             for (int i = 0; i < batch.Records.Count; i++)
             {
                 var (record, offset, _) = batch.Records[i];
-                batch.Records[i] = (record, offset, ImageWriter.Checksum(batch.Buffer.AsSpan(offset, record.Length), _imageId));
+                batch.Records[i] = (record, offset, ImageWriter.Checksum(span.Slice(offset, record.Length), _imageId));
             }
             full.Add(batch, cancel);
         }
@@ -479,7 +494,11 @@ public sealed class CheckpointSession : IDisposable
 
     private void WriteBack()
     {
-        using var image = ImageReader.Open(ImagePath);
+        _lap = Stopwatch.GetTimestamp();
+        // Read pages with O_DIRECT too: no second copy of the image in the page cache while the
+        // target's memory comes back, and no eviction afterwards.
+        using var direct = _options.KeepImageCached ? null : FileOps.OpenDirect(ImagePath, write: false);
+        using var image = ImageReader.Open(ImagePath, direct);
         if (image.Header.ImageId != _imageId)
             throw new ImageFormatException(ImagePath, 40, "this is not the image this checkpoint wrote (it was replaced)");
         if (image.Header.Pid != Pid)
@@ -487,9 +506,11 @@ public sealed class CheckpointSession : IDisposable
         if (image.Header.PageSize != Environment.SystemPageSize)
             throw new ImageFormatException(ImagePath, 16, $"image page size {image.Header.PageSize} differs from this system's {Environment.SystemPageSize}");
         image.Verify(_options.Parallelism);
+        Lap("image verification");
         if (!_dropped)
             return; // nothing was dropped: the target's memory is intact
         new EagerPageRestorer(_memory, _options.Parallelism).Restore(image, ProcFs.ReadMaps(Pid));
+        Lap("pages written back");
     }
 
     /// <summary>Undoes a checkpoint that failed part-way.</summary>

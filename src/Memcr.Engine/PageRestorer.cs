@@ -18,48 +18,56 @@ public interface IPageRestorer
 /// </summary>
 public sealed class EagerPageRestorer(RemoteMemory memory, int parallelism) : IPageRestorer
 {
-    private const int BatchRecords = 1024;
+    private const int BatchBytes = 8 << 20;
 
     public void Restore(ImageReader image, IReadOnlyList<Vma> currentVmas)
     {
-        var writable = new List<IndexEntry>();
-        var forced = new List<IndexEntry>();
-        foreach (var entry in image.Index)
+        var writable = new bool[image.Index.Count];
+        for (int i = 0; i < image.Index.Count; i++)
         {
+            var entry = image.Index[i];
             var vma = Find(currentVmas, entry.Address);
             if (vma is null || entry.End > vma.Value.End)
             {
                 throw new CheckpointException(
                     $"pages 0x{entry.Address:x}-0x{entry.End:x} of the image are no longer mapped in pid {memory.Pid}");
             }
-            (vma.Value.IsWritable ? writable : forced).Add(entry);
+            writable[i] = vma.Value.IsWritable;
         }
 
-        // Slices of contiguous records, one batch of process_vm_writev each.
-        int slices = (writable.Count + BatchRecords - 1) / BatchRecords;
-        Parallel.For(0, slices, new ParallelOptions { MaxDegreeOfParallelism = parallelism }, s =>
-        {
-            int from = s * BatchRecords;
-            int count = Math.Min(BatchRecords, writable.Count - from);
-            var transfers = new Transfer[count];
-            for (int i = 0; i < count; i++)
+        var batches = image.PlanBatches(BatchBytes);
+        int size = batches.Count == 0 ? 4096 : batches.Max(b => b.Length);
+        Parallel.ForEach(
+            batches,
+            new ParallelOptions { MaxDegreeOfParallelism = parallelism },
+            () => new AlignedBuffer(size, image.Header.PageSize),
+            (batch, _, buffer) =>
             {
-                var e = writable[from + i];
-                transfers[i] = new Transfer(e.Address, image.PayloadPointer(e), e.Length);
-            }
-            try
-            {
-                memory.WriteV(transfers);
-            }
-            catch (SyscallException e) when (e.Errno == Errno.EFAULT)
-            {
-                // A page became unwritable for process_vm_writev: /proc/PID/mem forces through.
-                foreach (var t in transfers)
-                    memory.WriteMem(t);
-            }
-        });
-        Parallel.ForEach(forced, new ParallelOptions { MaxDegreeOfParallelism = parallelism }, e =>
-            memory.WriteMem(new Transfer(e.Address, image.PayloadPointer(e), e.Length)));
+                // ReadBatch checks every record again: what reaches the target is what was verified.
+                image.ReadBatch(batch, buffer.Memory);
+                var transfers = new List<Transfer>(batch.Count);
+                for (int i = batch.First; i < batch.First + batch.Count; i++)
+                {
+                    var entry = image.Index[i];
+                    var t = new Transfer(entry.Address, buffer.Pointer + image.PayloadOffset(batch, i), entry.Length);
+                    if (writable[i])
+                        transfers.Add(t);
+                    else
+                        memory.WriteMem(t); // read-only or PROT_NONE: /proc/PID/mem forces through
+                }
+                try
+                {
+                    memory.WriteV(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(transfers));
+                }
+                catch (SyscallException e) when (e.Errno == Errno.EFAULT)
+                {
+                    // A page became unwritable for process_vm_writev: /proc/PID/mem forces through.
+                    foreach (var t in transfers)
+                        memory.WriteMem(t);
+                }
+                return buffer;
+            },
+            buffer => ((IDisposable)buffer).Dispose());
     }
 
     internal static Vma? Find(IReadOnlyList<Vma> vmas, ulong address)

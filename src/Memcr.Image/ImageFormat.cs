@@ -21,6 +21,14 @@ public static class ImageFormat
     public static ReadOnlySpan<byte> RecordMagic => "MREC"u8;
 
     internal static ulong Hash(ReadOnlySpan<byte> data, ulong imageId) => XxHash3.HashToUInt64(data, (long)imageId);
+
+    internal static long AlignUp(long value, int alignment) => (value + alignment - 1) / alignment * alignment;
+
+    /// <summary>
+    /// Where the next page record's header goes when the previous record ends at <paramref name="end"/>:
+    /// its payload starts on the first page boundary that leaves a whole page for padding and header.
+    /// </summary>
+    internal static long NextPageRecord(long end, int pageSize) => AlignUp(end, pageSize) + pageSize - RecordHeaderSize;
 }
 
 public enum RecordType : byte

@@ -32,12 +32,12 @@ public sealed class ImageFormatTests : IDisposable
         }
         using (var file = File.OpenHandle(path, FileMode.CreateNew, FileAccess.ReadWrite))
         {
-            var w = new ImageWriter(file, path, header);
+            using var w = new ImageWriter(file, path, header);
             w.WriteVmaTable(vmas);
             foreach (var (a, d) in recs)
                 w.AppendPages(a, d, ImageWriter.Checksum(d, imageId));
             w.Finish();
-            Assert.Equal(ImageWriter.SizeFor(vmas.Count, recs.Count, recs.Sum(r => r.Item2.Length)), w.Length);
+            Assert.Equal(ImageWriter.SizeFor(vmas.Count, recs.Select(r => r.Item2.Length), Page), w.Length);
         }
         return new Written(path, recs, vmas, imageId);
     }
@@ -56,11 +56,20 @@ public sealed class ImageFormatTests : IDisposable
         Assert.Equal(w.ImageId, r.Header.ImageId);
         Assert.Equal(w.Vmas, r.Vmas);
         Assert.Equal(w.Records.Count, r.Index.Count);
-        for (int i = 0; i < w.Records.Count; i++)
+        using var buffer = new AlignedBuffer(1 << 20);
+        int seen = 0;
+        foreach (var batch in r.PlanBatches(buffer.Length))
         {
-            Assert.Equal(w.Records[i].Address, r.Index[i].Address);
-            Assert.True(r.Payload(r.Index[i]).SequenceEqual(w.Records[i].Data));
+            r.ReadBatch(batch, buffer.Memory);
+            for (int i = batch.First; i < batch.First + batch.Count; i++, seen++)
+            {
+                Assert.Equal(w.Records[i].Address, r.Index[i].Address);
+                Assert.True(buffer.GetSpan().Slice(r.PayloadOffset(batch, i), r.Index[i].Length).SequenceEqual(w.Records[i].Data));
+            }
         }
+        Assert.Equal(w.Records.Count, seen);
+        foreach (var entry in r.Index)
+            Assert.Equal(0, (entry.FileOffset + ImageFormat.RecordHeaderSize) % Page);
     }
 
     private static ImageFormatException Refused(string path)

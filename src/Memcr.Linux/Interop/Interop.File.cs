@@ -14,6 +14,10 @@ internal static partial class Interop
         internal const int O_TRUNC = 0x200;
         internal const int O_CLOEXEC = 0x80000;
 
+        // O_DIRECT differs between architectures (asm-generic: 0x4000 on x86; 0x10000 on arm64).
+        internal static readonly int O_DIRECT =
+            RuntimeInformation.ProcessArchitecture == Architecture.Arm64 ? 0x10000 : 0x4000;
+
         internal const int POSIX_FADV_DONTNEED = 4;
         internal const int SYNC_FILE_RANGE_WRITE = 2;
 
