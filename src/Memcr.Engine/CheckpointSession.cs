@@ -205,7 +205,7 @@ public sealed class CheckpointSession : IDisposable
     private sealed class Batch(AlignedBuffer buffer)
     {
         public AlignedBuffer Buffer { get; } = buffer;
-        public List<(PlannedRecord Record, int Offset, ulong Checksum)> Records { get; } = [];
+        public List<(PlannedRecord Record, int Offset, ulong Checksum, PageSlot Slot)> Records { get; } = [];
     }
 
     private void WriteImage(CheckpointPlan plan, CancellationToken cancel)
@@ -258,20 +258,23 @@ public sealed class CheckpointSession : IDisposable
                 buffers.Add(new AlignedBuffer(BatchBytes, pageSize));
                 free.Add(buffers[^1], CancellationToken.None);
             }
-            var writerThread = new Thread(() =>
+            // Two writers keep two direct writes in flight; through the page cache one is enough
+            // (buffered writes to one file are serialised by the kernel anyway).
+            long kicked = 0;
+            var writers = Enumerable.Range(0, direct is null ? 1 : 2).Select(n => new Thread(() =>
             {
                 try
                 {
-                    long kicked = 0;
                     foreach (var batch in full.GetConsumingEnumerable(stop.Token))
                     {
-                        foreach (var (record, offset, checksum) in batch.Records)
-                            writer.AppendPages(record.Address, batch.Buffer.Memory.Slice(offset, record.Length), checksum);
+                        foreach (var (record, offset, checksum, slot) in batch.Records)
+                            writer.WritePages(slot, batch.Buffer.Memory.Slice(offset, record.Length), checksum);
                         free.Add(batch.Buffer, stop.Token);
-                        if (direct is null && !_options.KeepImageCached && writer.Length - kicked >= WritebackStep)
+                        if (direct is null && !_options.KeepImageCached && batch.Records[^1].Slot.HeaderOffset - kicked >= WritebackStep)
                         {
-                            FileOps.StartWriteback(file, kicked, writer.Length - kicked);
-                            kicked = writer.Length;
+                            long upTo = batch.Records[^1].Slot.HeaderOffset;
+                            FileOps.StartWriteback(file, kicked, upTo - kicked);
+                            kicked = upTo;
                         }
                     }
                 }
@@ -280,16 +283,16 @@ public sealed class CheckpointSession : IDisposable
                 }
                 catch (Exception e)
                 {
-                    writeError = e;
+                    Interlocked.CompareExchange(ref writeError, e, null);
                     stop.Cancel();
                 }
             })
-            { Name = "memcr image writer", IsBackground = true };
-            writerThread.Start();
+            { Name = $"memcr image writer {n}", IsBackground = true }).ToList();
+            writers.ForEach(t => t.Start());
 
             try
             {
-                ReadBatches(plan, free, full, stop.Token);
+                ReadBatches(plan, writer, free, full, stop.Token);
             }
             catch (OperationCanceledException) when (writeError is not null)
             {
@@ -297,7 +300,7 @@ public sealed class CheckpointSession : IDisposable
             finally
             {
                 full.CompleteAdding();
-                writerThread.Join();
+                writers.ForEach(t => t.Join());
             }
         }
         finally
@@ -325,7 +328,7 @@ public sealed class CheckpointSession : IDisposable
         new($"cannot write image {ImagePath}: {e.Message}; the target was left running untouched", e);
 
     /// <summary>Reads the planned records in batches, checksums them, and hands them to the writer.</summary>
-    private void ReadBatches(CheckpointPlan plan, BlockingCollection<AlignedBuffer> free, BlockingCollection<Batch> full, CancellationToken cancel)
+    private void ReadBatches(CheckpointPlan plan, ImageWriter writer, BlockingCollection<AlignedBuffer> free, BlockingCollection<Batch> full, CancellationToken cancel)
     {
         var transfers = new List<Transfer>(1024);
         int index = 0;
@@ -345,7 +348,7 @@ public sealed class CheckpointSession : IDisposable
                     _memory.ReadMem(t);
                 else
                     transfers.Add(t);
-                batch.Records.Add((r, used, 0));
+                batch.Records.Add((r, used, 0, writer.ReservePages(r.Address, r.Length)));
                 used += r.Length;
                 index++;
             }
@@ -354,8 +357,8 @@ public sealed class CheckpointSession : IDisposable
             var span = batch.Buffer.GetSpan();
             for (int i = 0; i < batch.Records.Count; i++)
             {
-                var (record, offset, _) = batch.Records[i];
-                batch.Records[i] = (record, offset, ImageWriter.Checksum(span.Slice(offset, record.Length), _imageId));
+                var (record, offset, _, slot) = batch.Records[i];
+                batch.Records[i] = (record, offset, ImageWriter.Checksum(span.Slice(offset, record.Length), _imageId), slot);
             }
             full.Add(batch, cancel);
         }
@@ -495,21 +498,24 @@ public sealed class CheckpointSession : IDisposable
     private void WriteBack()
     {
         _lap = Stopwatch.GetTimestamp();
-        // Read pages with O_DIRECT too: no second copy of the image in the page cache while the
-        // target's memory comes back, and no eviction afterwards.
-        using var direct = _options.KeepImageCached ? null : FileOps.OpenDirect(ImagePath, write: false);
-        using var image = ImageReader.Open(ImagePath, direct);
+        // The image is read twice, to verify it and to write it back. The first pass leaves it in
+        // the page cache, the second evicts each batch once it is in the target: the memory in use
+        // stays about the size of the target's, and the disk is read once.
+        using var image = ImageReader.Open(ImagePath);
+        using var cache = File.OpenHandle(ImagePath, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
         if (image.Header.ImageId != _imageId)
             throw new ImageFormatException(ImagePath, 40, "this is not the image this checkpoint wrote (it was replaced)");
         if (image.Header.Pid != Pid)
             throw new ImageFormatException(ImagePath, 24, $"image is of pid {image.Header.Pid}, not {Pid}");
         if (image.Header.PageSize != Environment.SystemPageSize)
             throw new ImageFormatException(ImagePath, 16, $"image page size {image.Header.PageSize} differs from this system's {Environment.SystemPageSize}");
-        image.Verify(_options.Parallelism);
+        // Reading is I/O-bound: keep more reads in flight than there are cores.
+        image.Verify(_options.Parallelism * 2);
         Lap("image verification");
         if (!_dropped)
             return; // nothing was dropped: the target's memory is intact
-        new EagerPageRestorer(_memory, _options.Parallelism).Restore(image, ProcFs.ReadMaps(Pid));
+        Action<PageBatch>? evict = _options.KeepImageCached ? null : b => FileOps.Evict(cache, ImagePath, b.Start, b.Length);
+        new EagerPageRestorer(_memory, _options.Parallelism, evict).Restore(image, ProcFs.ReadMaps(Pid));
         Lap("pages written back");
     }
 

@@ -16,9 +16,9 @@ public interface IPageRestorer
 /// Copies every page back at once: process_vm_writev in large batches for writable mappings,
 /// /proc/PID/mem (which forces through page protections) for read-only and PROT_NONE ones.
 /// </summary>
-public sealed class EagerPageRestorer(RemoteMemory memory, int parallelism) : IPageRestorer
+public sealed class EagerPageRestorer(RemoteMemory memory, int parallelism, Action<PageBatch>? written = null) : IPageRestorer
 {
-    private const int BatchBytes = 8 << 20;
+    private const int BatchBytes = 2 << 20;
 
     public void Restore(ImageReader image, IReadOnlyList<Vma> currentVmas)
     {
@@ -39,7 +39,7 @@ public sealed class EagerPageRestorer(RemoteMemory memory, int parallelism) : IP
         int size = batches.Count == 0 ? 4096 : batches.Max(b => b.Length);
         Parallel.ForEach(
             batches,
-            new ParallelOptions { MaxDegreeOfParallelism = parallelism },
+            new ParallelOptions { MaxDegreeOfParallelism = parallelism + 1 },
             () => new AlignedBuffer(size, image.Header.PageSize),
             (batch, _, buffer) =>
             {
@@ -65,6 +65,7 @@ public sealed class EagerPageRestorer(RemoteMemory memory, int parallelism) : IP
                     foreach (var t in transfers)
                         memory.WriteMem(t);
                 }
+                written?.Invoke(batch);
                 return buffer;
             },
             buffer => ((IDisposable)buffer).Dispose());

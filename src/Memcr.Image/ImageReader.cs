@@ -240,7 +240,7 @@ public sealed class ImageReader : IDisposable
     }
 
     /// <summary>Reads the whole image and checks every record, on <paramref name="parallelism"/> threads.</summary>
-    public void Verify(int parallelism = 1, int batchBytes = 8 << 20)
+    public void Verify(int parallelism = 1, int batchBytes = 2 << 20)
     {
         if (Index.Count > 0)
         {

@@ -16,8 +16,7 @@ public sealed class ImageWriter : IDisposable
     private readonly SafeFileHandle _pages;
     private readonly string _path;
     private readonly List<IndexEntry> _index = [];
-    private readonly AlignedBuffer _block;
-    private readonly ReadOnlyMemory<byte>[] _gather = new ReadOnlyMemory<byte>[2];
+    private readonly System.Collections.Concurrent.ConcurrentBag<AlignedBuffer> _blocks = [];
     private long _offset;
     private ulong _sequence;
     private ulong _pageBytes;
@@ -29,7 +28,6 @@ public sealed class ImageWriter : IDisposable
         _pages = pageFile ?? file;
         _path = path;
         Header = header;
-        _block = new AlignedBuffer(header.PageSize, header.PageSize);
         var bytes = new byte[ImageFormat.FileHeaderSize];
         header.Write(bytes);
         RandomAccess.Write(_file, bytes, 0);
@@ -74,25 +72,51 @@ public sealed class ImageWriter : IDisposable
     /// <summary>Appends one page record; returns the file offset of its header.</summary>
     public long AppendPages(ulong address, ReadOnlyMemory<byte> payload, ulong payloadChecksum)
     {
+        var slot = ReservePages(address, payload.Length);
+        WritePages(slot, payload, payloadChecksum);
+        return slot.HeaderOffset;
+    }
+
+    /// <summary>
+    /// Gives the next page record its place in the file, its number and its index entry. Call in
+    /// address order from one thread; the record may then be written by any thread with
+    /// <see cref="WritePages"/>, concurrently with others.
+    /// </summary>
+    public PageSlot ReservePages(ulong address, int length)
+    {
         CheckOpen();
+        if (length <= 0 || length % Header.PageSize != 0)
+            throw new ArgumentException($"page record of {length} bytes is not a whole number of pages", nameof(length));
+        long headerAt = ImageFormat.NextPageRecord(_offset, Header.PageSize);
+        var slot = new PageSlot(headerAt, _sequence++, address, length);
+        _offset = headerAt + ImageFormat.RecordHeaderSize + length;
+        _index.Add(new IndexEntry(address, length, headerAt));
+        _pageBytes += (ulong)length;
+        return slot;
+    }
+
+    /// <summary>Writes a reserved page record: a page of zero padding ending in its header, then the payload.</summary>
+    public void WritePages(in PageSlot slot, ReadOnlyMemory<byte> payload, ulong payloadChecksum)
+    {
+        if (payload.Length != slot.Length)
+            throw new ArgumentException($"payload of {payload.Length} bytes for a record of {slot.Length}", nameof(payload));
         int pageSize = Header.PageSize;
-        if (payload.Length == 0 || payload.Length % pageSize != 0)
-            throw new ArgumentException($"page record of {payload.Length} bytes is not a whole number of pages", nameof(payload));
-        long headerAt = ImageFormat.NextPageRecord(_offset, pageSize);
-        long blockAt = headerAt + ImageFormat.RecordHeaderSize - pageSize;
-        var block = _block.GetSpan();
-        block.Clear();
-        new RecordHeader(RecordType.Pages, Codec.None, ChecksumKind.XxHash3, Encryption.None, address,
-                payload.Length, payload.Length, _sequence++, payloadChecksum)
-            .Write(block[(pageSize - ImageFormat.RecordHeaderSize)..], Header.ImageId);
-        // One page of zero padding and header, then the payload: both page-aligned for O_DIRECT.
-        _gather[0] = _block.Memory;
-        _gather[1] = payload;
-        RandomAccess.Write(_pages, _gather, blockAt);
-        _offset = headerAt + ImageFormat.RecordHeaderSize + payload.Length;
-        _index.Add(new IndexEntry(address, payload.Length, headerAt));
-        _pageBytes += (ulong)payload.Length;
-        return headerAt;
+        if (!_blocks.TryTake(out var block))
+            block = new AlignedBuffer(pageSize, pageSize);
+        try
+        {
+            var span = block.GetSpan();
+            span.Clear();
+            new RecordHeader(RecordType.Pages, Codec.None, ChecksumKind.XxHash3, Encryption.None, slot.Address,
+                    payload.Length, payload.Length, slot.Sequence, payloadChecksum)
+                .Write(span[(pageSize - ImageFormat.RecordHeaderSize)..], Header.ImageId);
+            // Both the padding page and the payload are page-aligned: fit for O_DIRECT.
+            RandomAccess.Write(_pages, [block.Memory, payload], slot.HeaderOffset + ImageFormat.RecordHeaderSize - pageSize);
+        }
+        finally
+        {
+            _blocks.Add(block);
+        }
     }
 
     /// <summary>Writes the index and the end record. The image is complete only after this.</summary>
@@ -138,5 +162,12 @@ public sealed class ImageWriter : IDisposable
             throw new InvalidOperationException($"image {_path} is already finished");
     }
 
-    public void Dispose() => ((IDisposable)_block).Dispose();
+    public void Dispose()
+    {
+        while (_blocks.TryTake(out var block))
+            ((IDisposable)block).Dispose();
+    }
 }
+
+/// <summary>A page record's reserved place: header offset, record number, address and length.</summary>
+public readonly record struct PageSlot(long HeaderOffset, ulong Sequence, ulong Address, int Length);

@@ -57,9 +57,12 @@ public static class FileOps
     }
 
     /// <summary>Drops the file's clean pages from the page cache (POSIX_FADV_DONTNEED).</summary>
-    public static void Evict(SafeFileHandle file, string path)
+    public static void Evict(SafeFileHandle file, string path) => Evict(file, path, 0, 0);
+
+    /// <summary>Drops a range of the file's clean pages from the page cache (length 0: to the end).</summary>
+    public static void Evict(SafeFileHandle file, string path, long offset, long length)
     {
-        int err = Interop.Libc.posix_fadvise((int)file.DangerousGetHandle(), 0, 0, Interop.Libc.POSIX_FADV_DONTNEED);
+        int err = Interop.Libc.posix_fadvise((int)file.DangerousGetHandle(), offset, length, Interop.Libc.POSIX_FADV_DONTNEED);
         if (err != 0)
             throw new SyscallException("posix_fadvise(POSIX_FADV_DONTNEED)", path, err);
     }
