@@ -25,6 +25,9 @@ internal static partial class Interop
         [LibraryImport("libc", EntryPoint = "poll", SetLastError = true)]
         internal static unsafe partial int poll(PollFd* fds, nuint nfds, int timeout);
 
+        [LibraryImport("libc", EntryPoint = "gettid")]
+        internal static partial int gettid();
+
         [LibraryImport("libc", EntryPoint = "getpagesize")]
         internal static partial int getpagesize();
     }

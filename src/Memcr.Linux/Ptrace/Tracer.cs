@@ -72,22 +72,37 @@ public sealed class Tracer : IDisposable
         var tracer = new Tracer(pid, log) { WasGroupStopped = status.State == 'T' };
         try
         {
-            bool added;
-            do
+            // A clone that was already under way when its parent was seized creates a thread that
+            // is neither auto-attached nor reported: only a listing taken while every known thread
+            // is stopped (so that no clone is under way) is complete.
+            for (int round = 0; ; round++)
             {
-                added = tracer.SeizeNewThreads();
+                tracer.SeizeNewThreads();
                 tracer.WaitUntilAllStopped();
+                if (!tracer.IsAlive)
+                    throw new ProcessGoneException(pid, $"pid {pid} exited while it was being frozen");
+                if (tracer.UnfrozenThread() is not { } tid)
+                    return tracer;
+                if (round == 1000)
+                    throw new InvalidOperationException($"tid {tid} of pid {pid} escapes freezing: the process creates threads faster than they can be seized");
             }
-            while (added);
-            if (!tracer.IsAlive)
-                throw new ProcessGoneException(pid, $"pid {pid} exited while it was being frozen");
-            return tracer;
         }
         catch
         {
             tracer.Detach();
             throw;
         }
+    }
+
+    /// <summary>A thread the kernel lists for the process that we do not hold stopped, if any.</summary>
+    public int? UnfrozenThread()
+    {
+        foreach (int tid in ProcFs.ReadTasks(Pid))
+        {
+            if (!_threads.TryGetValue(tid, out var t) || t.State is not (TraceState.Stopped or TraceState.SyscallStop))
+                return tid;
+        }
+        return null;
     }
 
     private bool SeizeNewThreads()
@@ -102,6 +117,9 @@ public sealed class Tracer : IDisposable
         {
             if (_threads.ContainsKey(tid))
                 continue;
+            // Any unknown thread, even one gone by now, means the listing may be incomplete: a
+            // thread exiting while /proc/PID/task is read can hide another one from it.
+            added = true;
             long r = Interop.Libc.ptrace(Interop.Libc.PTRACE_SEIZE, tid, 0,
                 Interop.Libc.PTRACE_O_TRACECLONE | Interop.Libc.PTRACE_O_TRACESYSGOOD);
             if (r < 0)
@@ -109,14 +127,48 @@ public sealed class Tracer : IDisposable
                 int errno = Errno.Last;
                 if (errno == Errno.ESRCH)
                     continue; // the thread exited since we listed it
+                if (errno == Errno.EPERM)
+                {
+                    switch (Why(tid))
+                    {
+                        case Refusal.Exiting:
+                            continue; // a thread that has exited is refused with EPERM, not ESRCH
+                        case Refusal.Ours:
+                            // Auto-attached as the child of a seized thread whose
+                            // PTRACE_EVENT_CLONE we have not read yet: it stops on its own.
+                            _threads[tid] = new TracedThread(tid);
+                            continue;
+                    }
+                }
                 throw SeizeError(tid, errno);
             }
             _threads[tid] = new TracedThread(tid);
-            added = true;
             if (Interop.Libc.ptrace(Interop.Libc.PTRACE_INTERRUPT, tid, 0, 0) < 0 && Errno.Last != Errno.ESRCH)
                 throw Errno.Error("ptrace(PTRACE_INTERRUPT)", $"tid {tid} of pid {Pid}");
         }
         return added;
+    }
+
+    private enum Refusal
+    {
+        Other,
+        Exiting,
+        Ours,
+    }
+
+    private Refusal Why(int tid)
+    {
+        try
+        {
+            var status = ProcFs.ReadTaskStatus(Pid, tid);
+            if (status.State is 'Z' or 'X')
+                return Refusal.Exiting;
+            return status.TracerPid == Interop.Libc.gettid() ? Refusal.Ours : Refusal.Other;
+        }
+        catch (ProcessGoneException)
+        {
+            return Refusal.Exiting;
+        }
     }
 
     private SyscallException SeizeError(int tid, int errno)
