@@ -19,7 +19,6 @@ public sealed class ImageReader : IDisposable
     private readonly SafeFileHandle _pages;
     private readonly long _indexOffset;
     private readonly long _vmaTableEnd;
-    private readonly ulong _recordCount;
 
     private ImageReader(string path, SafeFileHandle file, SafeFileHandle? pageFile)
     {
@@ -34,7 +33,7 @@ public sealed class ImageReader : IDisposable
             Header = ImageHeader.Read(head, path);
             if (Header.PageSize < 4096 || (Header.PageSize & (Header.PageSize - 1)) != 0 || Header.PageSize > 1 << 20)
                 throw new ImageFormatException(path, 16, $"page size {Header.PageSize} is not a valid page size");
-            (_indexOffset, long pageRecords, PageBytes, _recordCount) = ReadEnd();
+            (_indexOffset, long pageRecords, PageBytes) = ReadEnd();
             (Vmas, _vmaTableEnd) = ReadVmaTable();
             Index = ReadIndex(pageRecords);
         }
@@ -104,7 +103,7 @@ public sealed class ImageReader : IDisposable
             throw new ImageFormatException(Path, offset, $"record number {h.Sequence} where record {expected} belongs (records reordered or spliced)");
     }
 
-    private (long IndexOffset, long PageRecords, ulong PageBytes, ulong Records) ReadEnd()
+    private (long IndexOffset, long PageRecords, ulong PageBytes) ReadEnd()
     {
         long endAt = Length - ImageFormat.RecordHeaderSize - ImageFormat.EndPayloadSize;
         if (endAt < ImageFormat.FileHeaderSize)
@@ -130,7 +129,7 @@ public sealed class ImageReader : IDisposable
         if (recordCount != (ulong)records + 3)
             throw new ImageFormatException(Path, endAt, $"end record counts {recordCount} records for {records} page records");
         ExpectSequence(h, recordCount - 1, endAt);
-        return (indexAt, records, pageBytes, recordCount);
+        return (indexAt, records, pageBytes);
     }
 
     private (List<ImageVma> Vmas, long End) ReadVmaTable()
