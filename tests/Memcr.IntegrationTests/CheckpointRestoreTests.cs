@@ -1,4 +1,5 @@
 using Memcr.IntegrationTests.Harness;
+using Memcr.Linux.Ptrace;
 
 namespace Memcr.IntegrationTests;
 
@@ -87,8 +88,8 @@ public sealed class CheckpointRestoreTests
         memcr.WaitForPrompt();
         for (int i = 0; i < 3; i++)
         {
-            target.Signal(Syscalls.SIGUSR2);
-            target.Signal(Syscalls.SIGRTMIN);
+            target.Signal(Signals.SIGUSR2);
+            target.Signal(Signals.SIGRTMIN);
         }
         memcr.PressEnter();
         Assert.True(memcr.WaitForExit() == 0, memcr.Output);

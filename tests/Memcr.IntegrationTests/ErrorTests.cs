@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Globalization;
 using Memcr.IntegrationTests.Harness;
+using Memcr.Linux.Ptrace;
 
 namespace Memcr.IntegrationTests;
 
@@ -125,7 +126,7 @@ public sealed class ErrorTests
         using var target = FifoTarget.StartMemtest(heapMb: 16);
         using var memcr = MemcrProcess.Start("-p", target.Pid.ToString(), "-d", "/var/tmp");
         memcr.WaitForPrompt();
-        target.Signal(Syscalls.SIGKILL);
+        target.Signal(Signals.SIGKILL);
         Assert.NotEqual(0, memcr.WaitForExit());
         Assert.Contains($"target pid {target.Pid} terminated by SIGKILL while checkpointed", memcr.Output);
         Assert.False(File.Exists($"/var/tmp/pages-{target.Pid}.img"));
@@ -137,7 +138,7 @@ public sealed class ErrorTests
         using var target = FifoTarget.StartMemtest(heapMb: 16);
         using var memcr = MemcrProcess.Start("-p", target.Pid.ToString(), "-d", "/var/tmp");
         memcr.WaitForPrompt();
-        target.Signal(Syscalls.SIGTERM);
+        target.Signal(Signals.SIGTERM);
         Assert.NotEqual(0, memcr.WaitForExit());
         Assert.Contains($"target pid {target.Pid} terminated by SIGTERM while checkpointed", memcr.Output);
         Assert.True(target.WaitUntilDead(TimeSpan.FromSeconds(10)));
@@ -189,7 +190,7 @@ public sealed class ErrorTests
         using var target = FifoTarget.StartMemtest(heapMb: 16);
         using var memcr = MemcrProcess.Start("-p", target.Pid.ToString(), "-d", "/var/tmp");
         memcr.WaitForPrompt();
-        memcr.Signal(Syscalls.SIGKILL);
+        memcr.Signal(Signals.SIGKILL);
         memcr.WaitForExit();
         var sw = Stopwatch.StartNew();
         while (target.ThreadStates.Any(s => s != 'T') && sw.Elapsed < TimeSpan.FromSeconds(10))
@@ -206,7 +207,7 @@ public sealed class ErrorTests
         using var target = FifoTarget.StartMemtest(heapMb: 16);
         using var memcr = MemcrProcess.Start("-p", target.Pid.ToString(), "-d", "/var/tmp");
         memcr.WaitForPrompt();
-        memcr.Signal(Syscalls.SIGINT);
+        memcr.Signal(Signals.SIGINT);
         Assert.True(memcr.WaitForExit() == 0, memcr.Output);
         Assert.Contains("restoring the target", memcr.Output);
         target.AssertIntact();

@@ -1,4 +1,5 @@
 using Memcr.IntegrationTests.Harness;
+using Memcr.Linux.Ptrace;
 
 namespace Memcr.IntegrationTests;
 
@@ -30,8 +31,8 @@ public sealed class StormTests
             // Real-time signals queue one by one: each of them must arrive exactly once.
             for (int i = 0; i < PerRun; i++)
             {
-                target.Signal(Syscalls.SIGRTMIN);
-                target.Signal(Syscalls.SIGUSR2);
+                target.Signal(Signals.SIGRTMIN);
+                target.Signal(Signals.SIGUSR2);
                 sent++;
                 if (i % 10 == 0)
                     Thread.Yield();

@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Runtime.InteropServices;
 using Memcr.Linux.Proc;
+using Memcr.Linux.Ptrace;
 
 namespace Memcr.IntegrationTests.Harness;
 
@@ -110,7 +111,7 @@ public sealed partial class FifoTarget : IDisposable
 
     public void Dispose()
     {
-        kill(Pid, 9);
+        Syscalls.Kill(Pid, Signals.SIGKILL);
         WaitUntilDead(TimeSpan.FromSeconds(10));
         _cmd.Dispose();
         _reportReader.Dispose();
@@ -124,7 +125,7 @@ public sealed partial class FifoTarget : IDisposable
         }
     }
 
-    public void Signal(int signal) => Assert.Equal(0, kill(Pid, signal));
+    public void Signal(int signal) => Assert.Equal(0, Syscalls.Kill(Pid, signal));
 
     private static void MakeFifo(string path)
     {
@@ -134,7 +135,4 @@ public sealed partial class FifoTarget : IDisposable
 
     [LibraryImport("libc", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
     private static partial int mkfifo(string path, uint mode);
-
-    [LibraryImport("libc", SetLastError = true)]
-    private static partial int kill(int pid, int signal);
 }
