@@ -59,8 +59,6 @@ public sealed class CheckpointSession : IDisposable
 
     public ulong SavedBytes { get; private set; }
 
-    public TimeSpan CheckpointTime { get; private set; }
-
     /// <summary>
     /// Freezes the target, saves its memory and drops it. On failure the target is left running as
     /// it was (or, if memory had been dropped already, given it back first) and the error rethrown.
@@ -70,7 +68,6 @@ public sealed class CheckpointSession : IDisposable
         TargetValidator.Validate(options.Pid);
         TargetValidator.ValidateDumpDir(options.DumpDir);
         log.Step($"seizing target pid {options.Pid}");
-        var started = Stopwatch.GetTimestamp();
         Tracer tracer;
         try
         {
@@ -90,7 +87,6 @@ public sealed class CheckpointSession : IDisposable
         try
         {
             session.Run(cancel);
-            session.CheckpointTime = Stopwatch.GetElapsedTime(started);
             return session;
         }
         catch (Exception e)
@@ -120,6 +116,7 @@ public sealed class CheckpointSession : IDisposable
         _log.Info($"{selected.Count} candidate VMAs, VSS {vss / 1024} kB, RSS {Before.VmRss} kB");
 
         _log.Step("downloading pages");
+        _startedDownload = _lap = Stopwatch.GetTimestamp();
         var plan = Plan(selected);
         Lap("page scan");
         cancel.ThrowIfCancellationRequested();
@@ -154,7 +151,7 @@ public sealed class CheckpointSession : IDisposable
     private void Lap(string what)
     {
         long now = Stopwatch.GetTimestamp();
-        _log.Debug($"{what}: {Stopwatch.GetElapsedTime(_lap == 0 ? _startedDownload : _lap, now).TotalMilliseconds:F1} ms");
+        _log.Debug($"{what}: {Stopwatch.GetElapsedTime(_lap, now).TotalMilliseconds:F1} ms");
         _lap = now;
     }
 
@@ -165,7 +162,6 @@ public sealed class CheckpointSession : IDisposable
 
     private CheckpointPlan Plan(List<SelectedVma> selected)
     {
-        _startedDownload = Stopwatch.GetTimestamp();
         var records = new List<PlannedRecord>();
         var vmas = new List<ImageVma>();
         ulong total = 0;
@@ -390,7 +386,7 @@ public sealed class CheckpointSession : IDisposable
         foreach (var s in _dropTargets)
         {
             _dropped = true;
-            long r = remote.Call(_arch.Syscalls.Madvise, s.Vma.Start, s.Vma.Length, (ulong)Interop.MadvDontNeed);
+            long r = remote.Call(_arch.Syscalls.Madvise, s.Vma.Start, s.Vma.Length, Madvise.DontNeed);
             if (r < 0)
             {
                 throw new SyscallException("madvise(MADV_DONTNEED) in the target",
@@ -560,10 +556,5 @@ public sealed class CheckpointSession : IDisposable
         if (!_over)
             Restore();
         _memory.Dispose();
-    }
-
-    private static class Interop
-    {
-        public const int MadvDontNeed = 4;
     }
 }

@@ -37,7 +37,7 @@ internal static partial class Interop
         internal const int MAP_PRIVATE = 2;
         internal const int MADV_SEQUENTIAL = 2;
         internal const int MADV_WILLNEED = 3;
-        internal const int MADV_DONTNEED = 4;
+        internal const int MADV_DONTNEED = Memory.Madvise.DontNeed;
         internal static readonly nint MAP_FAILED = -1;
     }
 }
