@@ -73,8 +73,9 @@ public sealed class Tracer : IDisposable
         try
         {
             // A clone that was already under way when its parent was seized creates a thread that
-            // is neither auto-attached nor reported: only a listing taken while every known thread
-            // is stopped (so that no clone is under way) is complete.
+            // is neither auto-attached nor reported, and a thread exiting while /proc/PID/task is
+            // read can hide another from that listing: we are done only when a listing taken with
+            // every known thread stopped shows no thread we do not hold.
             for (int round = 0; ; round++)
             {
                 tracer.SeizeNewThreads();
@@ -105,9 +106,8 @@ public sealed class Tracer : IDisposable
         return null;
     }
 
-    private bool SeizeNewThreads()
+    private void SeizeNewThreads()
     {
-        bool added = false;
         var tids = ProcFs.ReadTasks(Pid);
         if (tids.Count == 0 && _threads.Count == 0)
             throw new ProcessGoneException(Pid, $"pid {Pid}: no such process");
@@ -117,9 +117,6 @@ public sealed class Tracer : IDisposable
         {
             if (_threads.ContainsKey(tid))
                 continue;
-            // Any unknown thread, even one gone by now, means the listing may be incomplete: a
-            // thread exiting while /proc/PID/task is read can hide another one from it.
-            added = true;
             long r = Interop.Libc.ptrace(Interop.Libc.PTRACE_SEIZE, tid, 0,
                 Interop.Libc.PTRACE_O_TRACECLONE | Interop.Libc.PTRACE_O_TRACESYSGOOD);
             if (r < 0)
@@ -146,7 +143,6 @@ public sealed class Tracer : IDisposable
             if (Interop.Libc.ptrace(Interop.Libc.PTRACE_INTERRUPT, tid, 0, 0) < 0 && Errno.Last != Errno.ESRCH)
                 throw Errno.Error("ptrace(PTRACE_INTERRUPT)", $"tid {tid} of pid {Pid}");
         }
-        return added;
     }
 
     private enum Refusal
