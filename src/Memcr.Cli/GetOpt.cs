@@ -7,8 +7,14 @@ public enum ArgumentKind
     Optional,
 }
 
-/// <summary>An option as getopt_long knows it: a short letter and/or a long name.</summary>
-public sealed record OptionSpec(char Short, string? Long, ArgumentKind Argument, string? LongAlias = null);
+/// <summary>
+/// An option as getopt_long knows it: a short letter and/or a long name. An optional argument
+/// with <paramref name="Values"/> is also taken from the next word when that does not start with
+/// '-' (like the original memcr's -z and -e), and when attached to a short option in a bundle it
+/// is a value only if it is one of <paramref name="Values"/> or not made of option letters, so
+/// that -zce means -z -c -e while -zlz4 means -z lz4.
+/// </summary>
+public sealed record OptionSpec(char Short, string? Long, ArgumentKind Argument, string? LongAlias = null, IReadOnlyList<string>? Values = null);
 
 /// <summary>One parsed option occurrence.</summary>
 public readonly record struct ParsedOption(OptionSpec Spec, string? Value, string Spelling);
@@ -17,8 +23,9 @@ public sealed class GetOptException(string message) : Exception(message);
 
 /// <summary>
 /// Parses arguments with GNU getopt_long's rules: bundled short flags (-nm), attached or separate
-/// required values (-p1 / -p 1), optional values only attached (-zlz4, --compress=lz4), long options
-/// with '=value' or a separate value, unambiguous prefixes of long names, and "--" ending options.
+/// required values (-p1 / -p 1), optional values attached (-zlz4, --compress=lz4) or, for options
+/// with known values, in the next word (see <see cref="OptionSpec"/>), long options with '=value'
+/// or a separate value, unambiguous prefixes of long names, and "--" ending options.
 /// </summary>
 public static class GetOpt
 {
@@ -66,10 +73,16 @@ public static class GetOpt
                     throw new GetOptException($"option '--{spec.Long}' requires an argument");
                 value = args[++i];
                 break;
+            case ArgumentKind.Optional when value is null && spec.Values is not null && NextWordIsValue(args, i):
+                value = args[++i];
+                break;
         }
         options.Add(new ParsedOption(spec, value, spelling));
         return i;
     }
+
+    private static bool NextWordIsValue(IReadOnlyList<string> args, int i) =>
+        i + 1 < args.Count && args[i + 1].Length > 0 && args[i + 1][0] != '-';
 
     private static OptionSpec FindLong(string name, IReadOnlyList<OptionSpec> specs)
     {
@@ -99,6 +112,14 @@ public static class GetOpt
                 case ArgumentKind.None:
                     options.Add(new ParsedOption(spec, null, "-" + c));
                     continue;
+                case ArgumentKind.Optional when spec.Values is not null && rest.Length > 0 && !spec.Values.Contains(rest)
+                                                && rest.All(r => specs.Any(s => s.Short == r)):
+                    // -zce: the rest of the bundle is more options, not the value.
+                    options.Add(new ParsedOption(spec, null, "-" + c));
+                    continue;
+                case ArgumentKind.Optional when rest.Length == 0 && spec.Values is not null && NextWordIsValue(args, i):
+                    options.Add(new ParsedOption(spec, args[i + 1], "-" + c));
+                    return i + 1;
                 case ArgumentKind.Optional:
                     options.Add(new ParsedOption(spec, rest.Length > 0 ? rest : null, "-" + c));
                     return i;

@@ -1,4 +1,5 @@
 using System.Globalization;
+using Memcr.Image;
 
 namespace Memcr.Cli;
 
@@ -15,6 +16,20 @@ public sealed record MemcrArguments
     public bool Verbose { get; init; }
     public bool KeepCache { get; init; }
     public string? ParasiteSocketDir { get; init; }
+    public Codec Codec { get; init; }
+    public bool Checksum { get; init; }
+    public Encryption Encryption { get; init; }
+
+    /// <summary>File of the persistent encryption key (--key-file, or MEMCR_KEY_FILE when -e is given).</summary>
+    public string? KeyFile { get; init; }
+
+    /// <summary>The environment variable naming a key file, used when -e is given without --key-file.</summary>
+    public const string KeyFileVariable = "MEMCR_KEY_FILE";
+
+    public static readonly IReadOnlyList<string> Codecs = ["lz4", "zstd"];
+
+    /// <summary>Cipher names -e takes: the original's CBC names are accepted and mean GCM of the same key size.</summary>
+    public static readonly IReadOnlyList<string> Ciphers = ["aes-128-gcm", "aes-192-gcm", "aes-256-gcm", "aes-128-cbc", "aes-192-cbc", "aes-256-cbc"];
 
     /// <summary>Options of the original that this build accepts but cannot carry out yet.</summary>
     public List<string> Unsupported { get; init; } = [];
@@ -32,17 +47,19 @@ public sealed record MemcrArguments
         new('n', "no-wait", ArgumentKind.None, LongAlias: "nowait"),
         new('m', "proc-mem", ArgumentKind.None),
         new('f', "rss-file", ArgumentKind.None),
-        new('z', "compress", ArgumentKind.Optional),
+        new('z', "compress", ArgumentKind.Optional, Values: Codecs),
         new('c', "checksum", ArgumentKind.None),
-        new('e', "encrypt", ArgumentKind.Optional),
+        new('e', "encrypt", ArgumentKind.Optional, Values: Ciphers),
+        new('\0', "key-file", ArgumentKind.Required),
         new('t', "timeout", ArgumentKind.Required),
         new('V', "version", ArgumentKind.None),
         new('\0', "verbose", ArgumentKind.None),
         new('\0', "keep-cache", ArgumentKind.None),
     ];
 
-    public static MemcrArguments Parse(IReadOnlyList<string> args)
+    public static MemcrArguments Parse(IReadOnlyList<string> args, Func<string, string?>? environment = null)
     {
+        environment ??= Environment.GetEnvironmentVariable;
         var (options, operands) = GetOpt.Parse(args, Specs);
         if (operands.Count > 0)
             throw new GetOptException($"unexpected argument '{operands[0]}'");
@@ -60,14 +77,37 @@ public sealed record MemcrArguments
                 "rss-file" => result with { RssFile = true },
                 "verbose" => result with { Verbose = true },
                 "keep-cache" => result with { KeepCache = true },
+                "compress" => result with { Codec = ParseCodec(o.Value) },
+                "checksum" => result with { Checksum = true },
+                "encrypt" => result with { Encryption = ParseCipher(o.Value) },
+                "key-file" => result with { KeyFile = o.Value },
                 // The original's parasite socket: we inject no parasite, so there is no socket to place.
                 "parasite-socket-dir" => result with { ParasiteSocketDir = o.Value },
                 "parasite-socket-gid" or "parasite-socket-netns" => result,
                 _ => result with { Unsupported = [.. result.Unsupported, $"-{o.Spec.Short} (--{o.Spec.Long})"] },
             };
         }
+        if (result.KeyFile is not null && result.Encryption == Encryption.None)
+            result = result with { Encryption = Encryption.Aes256Gcm };
+        if (result.Encryption != Encryption.None && result.KeyFile is null && environment(KeyFileVariable) is { Length: > 0 } fromEnvironment)
+            result = result with { KeyFile = fromEnvironment };
         return result;
     }
+
+    private static Codec ParseCodec(string? name) => name switch
+    {
+        null or "lz4" => Codec.Lz4,
+        "zstd" => Codec.Zstd,
+        _ => throw new GetOptException($"invalid compression algorithm '{name}': use lz4 or zstd"),
+    };
+
+    private static Encryption ParseCipher(string? name) => name switch
+    {
+        null or "aes-256-gcm" or "aes-256-cbc" => Encryption.Aes256Gcm,
+        "aes-192-gcm" or "aes-192-cbc" => Encryption.Aes192Gcm,
+        "aes-128-gcm" or "aes-128-cbc" => Encryption.Aes128Gcm,
+        _ => throw new GetOptException($"invalid cipher '{name}': use one of {string.Join(", ", Ciphers)}"),
+    };
 
     private static int ParsePid(string text)
     {
@@ -80,6 +120,7 @@ public sealed record MemcrArguments
 
     public const string Usage = """
         memcr [-h] [-p PID] [-d DIR] [-S DIR] [-G gid] [-N] [-l PORT|PATH] [-g gid] [-n] [-m] [-f] [-z [lz4|zstd]] [-c] [-e [ARG]] [-t SEC] [-V]
+        memcr image show|verify|decode|stats ...   (memcr image --help)
         options:
           -h --help                  help
           -p --pid PID               target process pid
@@ -96,10 +137,19 @@ public sealed record MemcrArguments
           -m --proc-mem              read pages through /proc/PID/mem instead of process_vm_readv
           -f --rss-file              also save written pages of private file mappings and drop
                                      the pages of those mappings
-          -z --compress [lz4|zstd]   compress memory dump (not yet supported)
-          -c --checksum              whole-image digest (not yet supported; every record is
-                                     always checksummed)
-          -e --encrypt [ARG]         encrypt memory dump (not yet supported)
+          -z --compress [lz4|zstd]   compress memory dump, per 1 MiB record (lz4 when no algorithm
+                                     is given); all-zero records take no space
+          -c --checksum              store a whole-image digest and check it at restore, and read
+                                     every page back from the process after restoring it (every
+                                     record always has its own checksums)
+          -e --encrypt [CIPHER]      encrypt memory dump with authenticated encryption: aes-256-gcm
+                                     (default), aes-192-gcm or aes-128-gcm. The original's names
+                                     aes-128-cbc, aes-192-cbc and aes-256-cbc are accepted and mean
+                                     the GCM mode of the same key size. The key is random and lives
+                                     only in this process unless a key file is given
+             --key-file PATH         persistent key for -e (implies -e): 16, 24 or 32 bytes for
+                                     aes-128/192/256, raw or as hex text. MEMCR_KEY_FILE names a key
+                                     file when -e is given without --key-file
           -t --timeout SEC           time limit of each operation (not yet supported)
           -V --version               print version and exit
              --verbose               more detail, and stack traces on errors

@@ -3,6 +3,7 @@ using System.Reflection;
 using System.Runtime.InteropServices;
 using Memcr.Cli;
 using Memcr.Engine;
+using Memcr.Image;
 using Memcr.Linux;
 
 return MemcrProgram.Run(args);
@@ -14,6 +15,8 @@ internal static class MemcrProgram
 
     public static int Run(string[] args)
     {
+        if (args.Length > 0 && args[0] == "image")
+            return ImageTool.Run(args[1..]);
         MemcrArguments a;
         try
         {
@@ -48,6 +51,20 @@ internal static class MemcrProgram
             return 1;
         }
 
+        byte[]? key = null;
+        if (a.KeyFile is not null)
+        {
+            try
+            {
+                key = ImageKey.Load(a.KeyFile, a.Encryption);
+            }
+            catch (ImageKeyException e)
+            {
+                Console.Error.WriteLine($"memcr: {e.Message}");
+                return 1;
+            }
+        }
+
         var log = new Log(Console.Out, a.Verbose);
         log.Info(VersionText);
         if (a.ParasiteSocketDir is not null)
@@ -59,6 +76,10 @@ internal static class MemcrProgram
             UseProcMem = a.ProcMem,
             IncludeFileMappings = a.RssFile,
             KeepImageCached = a.KeepCache,
+            Codec = a.Codec,
+            Checksum = a.Checksum,
+            Encryption = a.Encryption,
+            Key = key,
         };
 
         using var interrupted = new CancellationTokenSource();

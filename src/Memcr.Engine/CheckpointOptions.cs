@@ -1,3 +1,5 @@
+using Memcr.Image;
+
 namespace Memcr.Engine;
 
 /// <summary>What to checkpoint and how (the single-process options of the memcr command line).</summary>
@@ -16,6 +18,24 @@ public sealed record CheckpointOptions
 
     /// <summary>Leave the image in the page cache instead of writing it back and evicting it.</summary>
     public bool KeepImageCached { get; init; }
+
+    /// <summary>Codec of page records (memcr -z): none, lz4 or zstd.</summary>
+    public Codec Codec { get; init; }
+
+    /// <summary>
+    /// memcr -c: a whole-image digest in the image, checked at restore, and every page read back
+    /// from the target after it is written and compared with its checksum.
+    /// </summary>
+    public bool Checksum { get; init; }
+
+    /// <summary>Encryption of page records (memcr -e).</summary>
+    public Encryption Encryption { get; init; }
+
+    /// <summary>Key for <see cref="Encryption"/> (from a key file); null: a random key that lives only in this process.</summary>
+    public ReadOnlyMemory<byte>? Key { get; init; }
+
+    /// <summary>Threads used to compress and encrypt pages at checkpoint.</summary>
+    public int EncodeThreads { get; init; } = Math.Max(1, Math.Min(Environment.ProcessorCount, 8));
 
     /// <summary>Threads used to verify and write back pages at restore.</summary>
     public int Parallelism { get; init; } = Math.Max(1, Math.Min(Environment.ProcessorCount, 4));

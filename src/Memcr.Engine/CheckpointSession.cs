@@ -34,6 +34,7 @@ public sealed class CheckpointSession : IDisposable
     private readonly RemoteMemory _memory;
     private readonly CpuArchitecture _arch = CpuArchitecture.Current;
     private readonly ulong _imageId = BitConverter.ToUInt64(RandomNumberGenerator.GetBytes(8));
+    private readonly ReadOnlyMemory<byte>? _key;
     private List<SelectedVma> _dropTargets = [];
     private bool _dropped;
     private bool _imageExists;
@@ -45,6 +46,11 @@ public sealed class CheckpointSession : IDisposable
         _log = log;
         _tracer = tracer;
         _memory = new RemoteMemory(options.Pid);
+        if (options.Encryption != Encryption.None)
+        {
+            // Without a key file the key is random and lives only in this process, like the original's.
+            _key = options.Key ?? RandomNumberGenerator.GetBytes(ImageCipher.KeyLength(options.Encryption));
+        }
     }
 
     public int Pid => _options.Pid;
@@ -58,6 +64,9 @@ public sealed class CheckpointSession : IDisposable
     public long ImageBytes { get; private set; }
 
     public ulong SavedBytes { get; private set; }
+
+    /// <summary>Bytes the page records take in the image (after compression).</summary>
+    public ulong StoredBytes { get; private set; }
 
     /// <summary>
     /// Freezes the target, saves its memory and drops it. On failure the target is left running as
@@ -138,7 +147,8 @@ public sealed class CheckpointSession : IDisposable
             FileOps.SyncAndEvict(file, ImagePath);
             Lap("writeback and eviction");
         }
-        _log.Info($"image {ImageBytes / 1024} kB: {SavedBytes / 1024} kB of pages in {plan.Records.Count} records");
+        _log.Info($"image {ImageBytes / 1024} kB: {SavedBytes / 1024} kB of pages in {plan.Records.Count} records"
+            + (_options.Codec == Codec.None ? "" : $", {_options.Codec} {StoredBytes / 1024} kB stored (ratio {(double)SavedBytes / Math.Max(1, StoredBytes):F2})"));
         _log.Info($"download took {(long)Stopwatch.GetElapsedTime(_startedDownload).TotalMilliseconds} ms");
         _log.Info($"stored at {ImagePath}");
         After = RssStats.Read(Pid);
@@ -198,11 +208,18 @@ public sealed class CheckpointSession : IDisposable
         return new CheckpointPlan(records, vmas, total);
     }
 
-    private sealed class Batch(AlignedBuffer buffer)
+    private sealed class Batch(AlignedBuffer buffer, int number)
     {
         public AlignedBuffer Buffer { get; } = buffer;
+
+        /// <summary>Batches are numbered in file order from 0.</summary>
+        public int Number { get; } = number;
+
         public List<(PlannedRecord Record, int Offset, ulong Checksum, PageSlot Slot)> Records { get; } = [];
     }
+
+    /// <summary>A batch of encoded records, in <see cref="Output"/> one after the other.</summary>
+    private sealed record EncodedBatch(int Number, AlignedBuffer Output, List<RecordHeader> Records);
 
     private void WriteImage(CheckpointPlan plan, CancellationToken cancel)
     {
@@ -214,9 +231,22 @@ public sealed class CheckpointSession : IDisposable
             File.Delete(path);
         }
         int pageSize = Environment.SystemPageSize;
-        var header = new ImageHeader(Pid, pageSize, _arch.ElfMachine,
-            _options.IncludeFileMappings ? ImageFlags.FilePages : ImageFlags.None, _imageId, DateTimeOffset.UtcNow);
-        long expected = ImageWriter.SizeFor(plan.Vmas.Count, plan.Records.Select(r => r.Length), pageSize);
+        bool packed = _options.Codec != Codec.None || _options.Encryption != Encryption.None;
+        var flags = (_options.IncludeFileMappings ? ImageFlags.FilePages : ImageFlags.None)
+            | (_options.Checksum ? ImageFlags.Digest : ImageFlags.None)
+            | (packed ? ImageFlags.Packed : ImageFlags.None);
+        var header = new ImageHeader(Pid, pageSize, _arch.ElfMachine, flags, _imageId, DateTimeOffset.UtcNow)
+        {
+            Codec = _options.Codec,
+            Encryption = _options.Encryption,
+        };
+        ImageCipher? cipher = null;
+        if (_key is { } key)
+            (cipher, header) = ImageCipher.ForNewImage(header, key.Span);
+        using var cipherScope = cipher;
+        if (packed)
+            _log.Debug($"records: {_options.Codec} ({Compression.Implementations}), {ImageCipher.Name(_options.Encryption)}");
+
         using var stream = new FileStream(path, new FileStreamOptions
         {
             Mode = FileMode.CreateNew,
@@ -226,14 +256,21 @@ public sealed class CheckpointSession : IDisposable
         });
         _imageExists = true;
         var file = stream.SafeFileHandle;
-        try
+        // The size is known up front unless records are compressed: reserve it, so that a full disk
+        // is found before any page is read. (A compressed image that does not fit fails while written.)
+        if (_options.Codec == Codec.None)
         {
-            FileOps.Preallocate(file, expected, path);
-        }
-        catch (SyscallException e) when (e.Errno == Errno.ENOSPC)
-        {
-            throw new CheckpointException(
-                $"not enough space in {_options.DumpDir} for the {expected / 1024} kB image of pid {Pid} (fallocate: no space left on device); the target was left running untouched");
+            int overhead = _options.Encryption == Encryption.None ? 0 : ImageFormat.TagSize;
+            long expected = ImageWriter.SizeFor(plan.Vmas.Count, plan.Records.Select(r => r.Length + overhead), pageSize, packed);
+            try
+            {
+                FileOps.Preallocate(file, ImageFormat.AlignUp(expected, pageSize), path);
+            }
+            catch (SyscallException e) when (e.Errno == Errno.ENOSPC)
+            {
+                throw new CheckpointException(
+                    $"not enough space in {_options.DumpDir} for the {expected / 1024} kB image of pid {Pid} (fallocate: no space left on device); the target was left running untouched");
+            }
         }
         // Pages go through O_DIRECT where the file system allows it: no page cache to fill with
         // dirty pages (and then write back and evict), and no fresh memory to fault in for it.
@@ -242,49 +279,30 @@ public sealed class CheckpointSession : IDisposable
         using var writer = new ImageWriter(file, path, header, direct);
         writer.WriteVmaTable(plan.Vmas);
 
-        var buffers = new List<AlignedBuffer>();
+        var buffers = new List<IDisposable>();
         using var free = new BlockingCollection<AlignedBuffer>(Buffers);
         using var full = new BlockingCollection<Batch>(Buffers);
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancel);
         Exception? writeError = null;
+        void Fail(Exception e)
+        {
+            Interlocked.CompareExchange(ref writeError, e, null);
+            stop.Cancel();
+        }
+        var threads = new List<Thread>();
         try
         {
             for (int i = 0; i < Buffers; i++)
             {
-                buffers.Add(new AlignedBuffer(BatchBytes, pageSize));
-                free.Add(buffers[^1], CancellationToken.None);
+                var b = new AlignedBuffer(BatchBytes, pageSize);
+                buffers.Add(b);
+                free.Add(b, CancellationToken.None);
             }
-            // Two writers keep two direct writes in flight; through the page cache one is enough
-            // (buffered writes to one file are serialised by the kernel anyway).
-            long kicked = 0;
-            var writers = Enumerable.Range(0, direct is null ? 1 : 2).Select(n => new Thread(() =>
-            {
-                try
-                {
-                    foreach (var batch in full.GetConsumingEnumerable(stop.Token))
-                    {
-                        foreach (var (record, offset, checksum, slot) in batch.Records)
-                            writer.WritePages(slot, batch.Buffer.Memory.Slice(offset, record.Length), checksum);
-                        free.Add(batch.Buffer, stop.Token);
-                        if (direct is null && !_options.KeepImageCached && batch.Records[^1].Slot.HeaderOffset - kicked >= WritebackStep)
-                        {
-                            long upTo = batch.Records[^1].Slot.HeaderOffset;
-                            FileOps.StartWriteback(file, kicked, upTo - kicked);
-                            kicked = upTo;
-                        }
-                    }
-                }
-                catch (OperationCanceledException)
-                {
-                }
-                catch (Exception e)
-                {
-                    Interlocked.CompareExchange(ref writeError, e, null);
-                    stop.Cancel();
-                }
-            })
-            { Name = $"memcr image writer {n}", IsBackground = true }).ToList();
-            writers.ForEach(t => t.Start());
+            if (packed)
+                threads.AddRange(PackedWriters(writer, cipher, free, full, buffers, Fail, stop.Token));
+            else
+                threads.AddRange(PlainWriters(writer, file, direct is not null, free, full, Fail, stop.Token));
+            threads.ForEach(t => t.Start());
 
             try
             {
@@ -296,13 +314,13 @@ public sealed class CheckpointSession : IDisposable
             finally
             {
                 full.CompleteAdding();
-                writers.ForEach(t => t.Join());
+                threads.ForEach(t => t.Join());
             }
         }
         finally
         {
             foreach (var b in buffers)
-                ((IDisposable)b).Dispose();
+                b.Dispose();
         }
         if (writeError is not null)
             throw ImageWriteError(writeError);
@@ -318,6 +336,135 @@ public sealed class CheckpointSession : IDisposable
         }
         ImageBytes = writer.Length;
         SavedBytes = writer.PageBytes;
+        StoredBytes = writer.StoredBytes;
+    }
+
+    /// <summary>Plain images: writer threads put each record straight from the read buffer in its reserved place.</summary>
+    private List<Thread> PlainWriters(ImageWriter writer, Microsoft.Win32.SafeHandles.SafeFileHandle file, bool direct, BlockingCollection<AlignedBuffer> free,
+        BlockingCollection<Batch> full, Action<Exception> fail, CancellationToken stop)
+    {
+        // Two writers keep two direct writes in flight; through the page cache one is enough
+        // (buffered writes to one file are serialised by the kernel anyway).
+        long kicked = 0;
+        return Enumerable.Range(0, direct ? 2 : 1).Select(n => new Thread(() =>
+        {
+            try
+            {
+                foreach (var batch in full.GetConsumingEnumerable(stop))
+                {
+                    foreach (var (record, offset, checksum, slot) in batch.Records)
+                        writer.WritePages(slot, batch.Buffer.Memory.Slice(offset, record.Length), checksum);
+                    free.Add(batch.Buffer, stop);
+                    if (!direct && !_options.KeepImageCached && batch.Records[^1].Slot.HeaderOffset - kicked >= WritebackStep)
+                    {
+                        long upTo = batch.Records[^1].Slot.HeaderOffset;
+                        FileOps.StartWriteback(file, kicked, upTo - kicked);
+                        kicked = upTo;
+                    }
+                }
+            }
+            catch (OperationCanceledException)
+            {
+            }
+            catch (Exception e)
+            {
+                fail(e);
+            }
+        })
+        { Name = $"memcr image writer {n}", IsBackground = true }).ToList();
+    }
+
+    /// <summary>
+    /// Packed images: encoder threads compress and encrypt batches in parallel into output buffers;
+    /// one writer thread appends them to the image in file order.
+    /// </summary>
+    private List<Thread> PackedWriters(ImageWriter writer, ImageCipher? cipher, BlockingCollection<AlignedBuffer> free,
+        BlockingCollection<Batch> full, List<IDisposable> owned, Action<Exception> fail, CancellationToken stop)
+    {
+        int encoders = _options.EncodeThreads;
+        int outputBytes = BatchBytes + 1024 * ImageFormat.TagSize;
+        var outputs = new BlockingCollection<AlignedBuffer>(encoders + 2);
+        var encoded = new BlockingCollection<EncodedBatch>(encoders + 2);
+        owned.Add(outputs);
+        owned.Add(encoded);
+        for (int i = 0; i < encoders + 2; i++)
+        {
+            var b = new AlignedBuffer(outputBytes, Environment.SystemPageSize);
+            owned.Add(b);
+            outputs.Add(b, CancellationToken.None);
+        }
+        int running = encoders;
+        var threads = Enumerable.Range(0, encoders).Select(n => new Thread(() =>
+        {
+            using var encoder = new RecordEncoder(_imageId, _options.Codec, cipher?.Clone());
+            try
+            {
+                foreach (var batch in full.GetConsumingEnumerable(stop))
+                {
+                    var output = outputs.Take(stop);
+                    var input = batch.Buffer.GetSpan();
+                    var into = output.GetSpan();
+                    var headers = new List<RecordHeader>(batch.Records.Count);
+                    int used = 0;
+                    foreach (var (record, offset, _, slot) in batch.Records)
+                    {
+                        var h = encoder.Encode(record.Address, slot.Sequence, input.Slice(offset, record.Length), into[used..]);
+                        headers.Add(h);
+                        used += h.StoredLength;
+                    }
+                    free.Add(batch.Buffer, stop);
+                    encoded.Add(new EncodedBatch(batch.Number, output, headers), stop);
+                }
+            }
+            catch (OperationCanceledException)
+            {
+            }
+            catch (Exception e)
+            {
+                fail(e);
+            }
+            finally
+            {
+                if (Interlocked.Decrement(ref running) == 0)
+                    encoded.CompleteAdding();
+            }
+        })
+        { Name = $"memcr image encoder {n}", IsBackground = true }).ToList();
+
+        threads.Add(new Thread(() =>
+        {
+            try
+            {
+                // Batches come out of the encoders in any order; the image takes them in order.
+                var waiting = new Dictionary<int, EncodedBatch>();
+                int next = 0;
+                foreach (var batch in encoded.GetConsumingEnumerable(stop))
+                {
+                    waiting.Add(batch.Number, batch);
+                    while (waiting.Remove(next, out var ready))
+                    {
+                        var span = ready.Output.GetSpan();
+                        int at = 0;
+                        foreach (var h in ready.Records)
+                        {
+                            writer.AppendRecord(h, span.Slice(at, h.StoredLength));
+                            at += h.StoredLength;
+                        }
+                        outputs.Add(ready.Output, stop);
+                        next++;
+                    }
+                }
+            }
+            catch (OperationCanceledException)
+            {
+            }
+            catch (Exception e)
+            {
+                fail(e);
+            }
+        })
+        { Name = "memcr image writer", IsBackground = true });
+        return threads;
     }
 
     private CheckpointException ImageWriteError(Exception e) =>
@@ -327,10 +474,12 @@ public sealed class CheckpointSession : IDisposable
     private void ReadBatches(CheckpointPlan plan, ImageWriter writer, BlockingCollection<AlignedBuffer> free, BlockingCollection<Batch> full, CancellationToken cancel)
     {
         var transfers = new List<Transfer>(1024);
+        bool packed = writer.Header.Packed;
         int index = 0;
+        int number = 0;
         while (index < plan.Records.Count)
         {
-            var batch = new Batch(free.Take(cancel));
+            var batch = new Batch(free.Take(cancel), number++);
             transfers.Clear();
             int used = 0;
             nint basePtr = batch.Buffer.Pointer;
@@ -344,14 +493,16 @@ public sealed class CheckpointSession : IDisposable
                     _memory.ReadMem(t);
                 else
                     transfers.Add(t);
-                batch.Records.Add((r, used, 0, writer.ReservePages(r.Address, r.Length)));
+                // Packed records get their place when written (their size is known only then); their number now.
+                var slot = packed ? new PageSlot(0, (ulong)index + 1, r.Address, r.Length) : writer.ReservePages(r.Address, r.Length);
+                batch.Records.Add((r, used, 0, slot));
                 used += r.Length;
                 index++;
             }
             if (transfers.Count > 0)
                 _memory.ReadV(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(transfers));
             var span = batch.Buffer.GetSpan();
-            for (int i = 0; i < batch.Records.Count; i++)
+            for (int i = 0; i < batch.Records.Count && !packed; i++)
             {
                 var (record, offset, _, slot) = batch.Records[i];
                 batch.Records[i] = (record, offset, ImageWriter.Checksum(span.Slice(offset, record.Length), _imageId), slot);
@@ -365,8 +516,8 @@ public sealed class CheckpointSession : IDisposable
     {
         try
         {
-            using var image = ImageReader.Open(ImagePath);
-            if (image.Header.ImageId != _imageId || image.Index.Count != plan.Records.Count || image.PageBytes != plan.Bytes)
+            using var image = ImageReader.Open(ImagePath, key: _key);
+            if (image.Header.ImageId != _imageId || image.Index.Count != plan.Records.Count || image.PageBytes != plan.Bytes || image.StoredBytes != StoredBytes)
                 throw new CheckpointException($"image {ImagePath} does not hold what was written; the target was left running untouched");
         }
         catch (ImageFormatException e)
@@ -497,7 +648,7 @@ public sealed class CheckpointSession : IDisposable
         // The image is read twice, to verify it and to write it back. The first pass leaves it in
         // the page cache, the second evicts each batch once it is in the target: the memory in use
         // stays about the size of the target's, and the disk is read once.
-        using var image = ImageReader.Open(ImagePath);
+        using var image = ImageReader.Open(ImagePath, key: _key);
         using var cache = File.OpenHandle(ImagePath, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
         if (image.Header.ImageId != _imageId)
             throw new ImageFormatException(ImagePath, 40, "this is not the image this checkpoint wrote (it was replaced)");
@@ -511,7 +662,7 @@ public sealed class CheckpointSession : IDisposable
         if (!_dropped)
             return; // nothing was dropped: the target's memory is intact
         Action<PageBatch>? evict = _options.KeepImageCached ? null : b => FileOps.Evict(cache, ImagePath, b.Start, b.Length);
-        new EagerPageRestorer(_memory, _options.Parallelism, evict).Restore(image, ProcFs.ReadMaps(Pid));
+        new EagerPageRestorer(_memory, _options.Parallelism, evict, _options.Checksum).Restore(image, ProcFs.ReadMaps(Pid));
         Lap("pages written back");
     }
 

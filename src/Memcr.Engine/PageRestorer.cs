@@ -15,10 +15,14 @@ public interface IPageRestorer
 /// <summary>
 /// Copies every page back at once: process_vm_writev in large batches for writable mappings,
 /// /proc/PID/mem (which forces through page protections) for read-only and PROT_NONE ones.
+/// Compressed or encrypted records are decoded (and checked) on the way. With
+/// <paramref name="readBack"/> (memcr -c) every record is read back from the target once written
+/// and compared with its content checksum.
 /// </summary>
-public sealed class EagerPageRestorer(RemoteMemory memory, int parallelism, Action<PageBatch>? written = null) : IPageRestorer
+public sealed class EagerPageRestorer(RemoteMemory memory, int parallelism, Action<PageBatch>? written = null, bool readBack = false) : IPageRestorer
 {
     private const int BatchBytes = 2 << 20;
+    private const int BatchPageBytes = 4 << 20;
 
     public void Restore(ImageReader image, IReadOnlyList<Vma> currentVmas)
     {
@@ -35,21 +39,36 @@ public sealed class EagerPageRestorer(RemoteMemory memory, int parallelism, Acti
             writable[i] = vma.Value.IsWritable;
         }
 
-        var batches = image.PlanBatches(BatchBytes);
+        var batches = image.PlanBatches(BatchBytes, BatchPageBytes);
         int size = batches.Count == 0 ? 4096 : batches.Max(b => b.Length);
+        int pageSize = image.Header.PageSize;
+        bool decode = image.Header.Packed;
+        int pageBytes = batches.Count == 0 ? 4096 : batches.Max(b => Enumerable.Range(b.First, b.Count).Sum(i => image.Index[i].Length));
         Parallel.ForEach(
             batches,
             new ParallelOptions { MaxDegreeOfParallelism = parallelism + 1 },
-            () => new AlignedBuffer(size, image.Header.PageSize),
-            (batch, _, buffer) =>
+            () => new Worker(
+                new AlignedBuffer(size, pageSize),
+                decode ? new AlignedBuffer(pageBytes, pageSize) : null,
+                decode ? image.CreateDecoder() : null),
+            (batch, _, w) =>
             {
                 // ReadBatch checks every record again: what reaches the target is what was verified.
-                image.ReadBatch(batch, buffer.Memory);
+                var headers = image.ReadBatch(batch, w.Read.Memory);
                 var transfers = new List<Transfer>(batch.Count);
+                int used = 0;
                 for (int i = batch.First; i < batch.First + batch.Count; i++)
                 {
                     var entry = image.Index[i];
-                    var t = new Transfer(entry.Address, buffer.Pointer + image.PayloadOffset(batch, i), entry.Length);
+                    nint from = w.Read.Pointer + image.PayloadOffset(batch, i);
+                    if (w.Decoder is not null)
+                    {
+                        var pages = w.Pages!.GetSpan().Slice(used, entry.Length);
+                        image.Decode(batch, w.Read.GetSpan(), headers, i, w.Decoder, pages);
+                        from = w.Pages.Pointer + used;
+                        used += entry.Length;
+                    }
+                    var t = new Transfer(entry.Address, from, entry.Length);
                     if (writable[i])
                         transfers.Add(t);
                     else
@@ -65,10 +84,44 @@ public sealed class EagerPageRestorer(RemoteMemory memory, int parallelism, Acti
                     foreach (var t in transfers)
                         memory.WriteMem(t);
                 }
+                if (readBack)
+                    ReadBack(image, batch, headers, w);
                 written?.Invoke(batch);
-                return buffer;
+                return w;
             },
-            buffer => ((IDisposable)buffer).Dispose());
+            w => w.Dispose());
+    }
+
+    /// <summary>Reads each record of the batch back from the target and compares it with its content checksum.</summary>
+    private void ReadBack(ImageReader image, in PageBatch batch, RecordHeader[] headers, Worker w)
+    {
+        for (int i = batch.First; i < batch.First + batch.Count; i++)
+        {
+            var entry = image.Index[i];
+            w.Check ??= new AlignedBuffer(image.Index.Max(e => e.Length), image.Header.PageSize);
+            memory.ReadMem(new Transfer(entry.Address, w.Check.Pointer, entry.Length));
+            if (ImageWriter.Checksum(w.Check.GetSpan()[..entry.Length], image.Header.ImageId) != headers[i - batch.First].ContentChecksum)
+            {
+                throw new CheckpointException(
+                    $"checksum mismatch after restore: page record {i} (pages 0x{entry.Address:x}-0x{entry.End:x}) reads back from pid {memory.Pid} different from what was checkpointed");
+            }
+        }
+    }
+
+    private sealed class Worker(AlignedBuffer read, AlignedBuffer? pages, RecordDecoder? decoder) : IDisposable
+    {
+        public AlignedBuffer Read { get; } = read;
+        public AlignedBuffer? Pages { get; } = pages;
+        public RecordDecoder? Decoder { get; } = decoder;
+        public AlignedBuffer? Check { get; set; }
+
+        public void Dispose()
+        {
+            ((IDisposable)Read).Dispose();
+            (Pages as IDisposable)?.Dispose();
+            (Check as IDisposable)?.Dispose();
+            Decoder?.Dispose();
+        }
     }
 
     internal static Vma? Find(IReadOnlyList<Vma> vmas, ulong address)

@@ -6,12 +6,18 @@ namespace Memcr.Image;
 /// <summary>Constants and layouts of image format v1 (docs/image-format.md). All integers little-endian.</summary>
 public static class ImageFormat
 {
-    public const int Version = 1;
-    public const int FileHeaderSize = 64;
-    public const int RecordHeaderSize = 48;
+    public const int Version = 2;
+    public const int FileHeaderSize = 128;
+    public const int RecordHeaderSize = 64;
     public const int VmaEntrySize = 40;
     public const int IndexEntrySize = 24;
-    public const int EndPayloadSize = 32;
+    public const int EndPayloadSize = 72;
+    public const int DigestSize = 32;
+    public const int KeySaltSize = 16;
+    public const int KeyCheckSize = 16;
+
+    /// <summary>Bytes an encrypted payload has beyond its plaintext: the AES-GCM tag.</summary>
+    public const int TagSize = 16;
 
     /// <summary>Largest payload of one record: readers refuse anything bigger before allocating.</summary>
     public const int MaxRecordPayload = 64 << 20;
@@ -22,13 +28,35 @@ public static class ImageFormat
 
     internal static ulong Hash(ReadOnlySpan<byte> data, ulong imageId) => XxHash3.HashToUInt64(data, (long)imageId);
 
-    internal static long AlignUp(long value, int alignment) => (value + alignment - 1) / alignment * alignment;
+    public static long AlignUp(long value, int alignment) => (value + alignment - 1) / alignment * alignment;
 
     /// <summary>
     /// Where the next page record's header goes when the previous record ends at <paramref name="end"/>:
     /// its payload starts on the first page boundary that leaves a whole page for padding and header.
     /// </summary>
     internal static long NextPageRecord(long end, int pageSize) => AlignUp(end, pageSize) + pageSize - RecordHeaderSize;
+
+    /// <summary>
+    /// The whole-image digest (memcr -c): SHA-256 over every page record's address (8 bytes),
+    /// original length (4) and content checksum (8), little-endian, in file order. Each content
+    /// checksum is checked against the decoded pages at restore, so the digest covers the pages.
+    /// </summary>
+    internal static void Digest(IReadOnlyList<IndexEntry> index, IReadOnlyList<ulong> contentChecksums, Span<byte> digest)
+    {
+        using var sha = System.Security.Cryptography.IncrementalHash.CreateHash(System.Security.Cryptography.HashAlgorithmName.SHA256);
+        Span<byte> entry = stackalloc byte[20];
+        for (int i = 0; i < index.Count; i++)
+        {
+            BinaryPrimitives.WriteUInt64LittleEndian(entry, index[i].Address);
+            BinaryPrimitives.WriteInt32LittleEndian(entry[8..], index[i].Length);
+            BinaryPrimitives.WriteUInt64LittleEndian(entry[12..], contentChecksums[i]);
+            sha.AppendData(entry);
+        }
+        sha.GetHashAndReset(digest);
+    }
+
+    /// <summary>Where the record after one ending at <paramref name="end"/> starts, in either layout.</summary>
+    internal static long NextRecord(long end, int pageSize, bool packed) => packed ? end : NextPageRecord(end, pageSize);
 }
 
 public enum RecordType : byte
@@ -42,6 +70,15 @@ public enum RecordType : byte
 public enum Codec : byte
 {
     None = 0,
+
+    /// <summary>LZ4 block format (no frame); the original length is in the record header.</summary>
+    Lz4 = 1,
+
+    /// <summary>One zstd frame.</summary>
+    Zstd = 2,
+
+    /// <summary>Every byte is zero: nothing is stored.</summary>
+    Zero = 3,
 }
 
 public enum ChecksumKind : byte
@@ -49,9 +86,13 @@ public enum ChecksumKind : byte
     XxHash3 = 1,
 }
 
+/// <summary>Authenticated encryption of record payloads (payload = ciphertext, then a 16-byte tag).</summary>
 public enum Encryption : byte
 {
     None = 0,
+    Aes128Gcm = 1,
+    Aes192Gcm = 2,
+    Aes256Gcm = 3,
 }
 
 [Flags]
@@ -61,6 +102,12 @@ public enum ImageFlags : uint
 
     /// <summary>Written pages of private file mappings are included (memcr -f).</summary>
     FilePages = 1,
+
+    /// <summary>The end record holds a whole-image digest (memcr -c).</summary>
+    Digest = 2,
+
+    /// <summary>Records follow one another with no padding (compressed or encrypted images).</summary>
+    Packed = 4,
 }
 
 public enum VmaKind : ushort
@@ -71,9 +118,24 @@ public enum VmaKind : ushort
     File = 4,
 }
 
-/// <summary>The file header: what the image is of.</summary>
+/// <summary>The file header: what the image is of, and how its records are stored.</summary>
 public sealed record ImageHeader(int Pid, int PageSize, ushort Architecture, ImageFlags Flags, ulong ImageId, DateTimeOffset Created)
 {
+    /// <summary>The codec memcr was asked for; each record names the one it really uses.</summary>
+    public Codec Codec { get; init; }
+
+    public Encryption Encryption { get; init; }
+
+    /// <summary>Random salt of the per-image key (encrypted images), else zeros.</summary>
+    public ReadOnlyMemory<byte> KeySalt { get; init; } = new byte[ImageFormat.KeySaltSize];
+
+    /// <summary>Proof of the key (encrypted images): HMAC-SHA256 of header bytes 0..63 under the image key.</summary>
+    public ReadOnlyMemory<byte> KeyCheck { get; init; } = new byte[ImageFormat.KeyCheckSize];
+
+    public bool Packed => (Flags & ImageFlags.Packed) != 0;
+
+    public bool HasDigest => (Flags & ImageFlags.Digest) != 0;
+
     public void Write(Span<byte> dest)
     {
         dest[..ImageFormat.FileHeaderSize].Clear();
@@ -83,33 +145,58 @@ public sealed record ImageHeader(int Pid, int PageSize, ushort Architecture, Ima
         BinaryPrimitives.WriteUInt32LittleEndian(dest[12..], (uint)Flags);
         BinaryPrimitives.WriteUInt32LittleEndian(dest[16..], (uint)PageSize);
         BinaryPrimitives.WriteUInt16LittleEndian(dest[20..], Architecture);
+        dest[22] = (byte)Codec;
+        dest[23] = (byte)Encryption;
         BinaryPrimitives.WriteInt32LittleEndian(dest[24..], Pid);
         BinaryPrimitives.WriteInt64LittleEndian(dest[32..], Created.ToUnixTimeMilliseconds());
         BinaryPrimitives.WriteUInt64LittleEndian(dest[40..], ImageId);
-        BinaryPrimitives.WriteUInt64LittleEndian(dest[56..], ImageFormat.Hash(dest[..56], 0));
+        KeySalt.Span.CopyTo(dest[48..]);
+        KeyCheck.Span.CopyTo(dest[64..]);
+        BinaryPrimitives.WriteUInt64LittleEndian(dest[120..], ImageFormat.Hash(dest[..120], 0));
     }
 
     public static ImageHeader Read(ReadOnlySpan<byte> src, string path)
     {
-        if (src.Length < ImageFormat.FileHeaderSize)
+        if (src.Length < 10)
             throw new ImageFormatException(path, 0, $"truncated: {src.Length} bytes, shorter than the {ImageFormat.FileHeaderSize}-byte header");
         if (!src[..8].SequenceEqual(ImageFormat.Magic))
             throw new ImageFormatException(path, 0, "not a memcr image (bad magic)");
         int version = BinaryPrimitives.ReadUInt16LittleEndian(src[8..]);
         if (version != ImageFormat.Version)
-            throw new ImageFormatException(path, 8, $"format version {version} is not supported (this memcr reads version {ImageFormat.Version})");
-        if (BinaryPrimitives.ReadUInt64LittleEndian(src[56..]) != ImageFormat.Hash(src[..56], 0))
-            throw new ImageFormatException(path, 56, "header checksum mismatch");
+        {
+            string which = version > ImageFormat.Version ? "newer" : "older";
+            throw new ImageFormatException(path, 8, $"format version {version} is not supported: the image is from a {which} memcr (this one reads version {ImageFormat.Version})");
+        }
+        if (src.Length < ImageFormat.FileHeaderSize)
+            throw new ImageFormatException(path, 0, $"truncated: {src.Length} bytes, shorter than the {ImageFormat.FileHeaderSize}-byte header");
+        if (BinaryPrimitives.ReadUInt64LittleEndian(src[120..]) != ImageFormat.Hash(src[..120], 0))
+            throw new ImageFormatException(path, 120, "header checksum mismatch");
         int headerSize = BinaryPrimitives.ReadUInt16LittleEndian(src[10..]);
         if (headerSize != ImageFormat.FileHeaderSize)
             throw new ImageFormatException(path, 10, $"header size {headerSize} is not {ImageFormat.FileHeaderSize}");
-        return new ImageHeader(
+        var flags = (ImageFlags)BinaryPrimitives.ReadUInt32LittleEndian(src[12..]);
+        if ((flags & ~(ImageFlags.FilePages | ImageFlags.Digest | ImageFlags.Packed)) != 0)
+            throw new ImageFormatException(path, 12, $"unknown flags 0x{(uint)flags:x}");
+        var header = new ImageHeader(
             Pid: BinaryPrimitives.ReadInt32LittleEndian(src[24..]),
             PageSize: (int)BinaryPrimitives.ReadUInt32LittleEndian(src[16..]),
             Architecture: BinaryPrimitives.ReadUInt16LittleEndian(src[20..]),
-            Flags: (ImageFlags)BinaryPrimitives.ReadUInt32LittleEndian(src[12..]),
+            Flags: flags,
             ImageId: BinaryPrimitives.ReadUInt64LittleEndian(src[40..]),
-            Created: DateTimeOffset.FromUnixTimeMilliseconds(BinaryPrimitives.ReadInt64LittleEndian(src[32..])));
+            Created: DateTimeOffset.FromUnixTimeMilliseconds(Math.Clamp(BinaryPrimitives.ReadInt64LittleEndian(src[32..]), 0, 253402300799999)))
+        {
+            Codec = (Codec)src[22],
+            Encryption = (Encryption)src[23],
+            KeySalt = src.Slice(48, ImageFormat.KeySaltSize).ToArray(),
+            KeyCheck = src.Slice(64, ImageFormat.KeyCheckSize).ToArray(),
+        };
+        if (header.Codec is not (Codec.None or Codec.Lz4 or Codec.Zstd))
+            throw new ImageFormatException(path, 22, $"unknown codec {(byte)header.Codec}");
+        if (header.Encryption is < Encryption.None or > Encryption.Aes256Gcm)
+            throw new ImageFormatException(path, 23, $"unknown encryption scheme {(byte)header.Encryption}");
+        if (!header.Packed && (header.Codec != Codec.None || header.Encryption != Encryption.None))
+            throw new ImageFormatException(path, 12, "compressed or encrypted image without the packed layout");
+        return header;
     }
 }
 
@@ -136,8 +223,8 @@ public readonly record struct ImageVma(ulong Start, ulong End, ushort Protection
         SavedBytes: BinaryPrimitives.ReadUInt64LittleEndian(src[24..]));
 }
 
-/// <summary>Where the page record for [Address, Address + Length) starts in the file.</summary>
-public readonly record struct IndexEntry(ulong Address, int Length, long FileOffset)
+/// <summary>Where the page record for [Address, Address + Length) starts in the file, and how many bytes it stores.</summary>
+public readonly record struct IndexEntry(ulong Address, int Length, int StoredLength, long FileOffset)
 {
     public ulong End => Address + (ulong)Length;
 }
@@ -152,10 +239,24 @@ public readonly record struct RecordHeader(
     int OriginalLength,
     int StoredLength,
     ulong Sequence,
-    ulong PayloadChecksum)
+    ulong PayloadChecksum,
+    ulong ContentChecksum)
 {
-    /// <summary>Encodes the header for a payload whose checksum is already known.</summary>
+    /// <summary>The bytes of the header that AES-GCM authenticates with the payload (all but the checksums).</summary>
+    public const int AuthenticatedSize = 32;
+
+    /// <summary>Encodes the header for a payload whose checksums are already known.</summary>
     public void Write(Span<byte> dest, ulong imageId)
+    {
+        WriteAuthenticated(dest);
+        BinaryPrimitives.WriteUInt64LittleEndian(dest[32..], PayloadChecksum);
+        BinaryPrimitives.WriteUInt64LittleEndian(dest[40..], ContentChecksum);
+        BinaryPrimitives.WriteUInt64LittleEndian(dest[48..], 0);
+        BinaryPrimitives.WriteUInt64LittleEndian(dest[56..], ImageFormat.Hash(dest[..56], imageId));
+    }
+
+    /// <summary>Writes bytes 0..31: magic, type, codec, checksum kind, encryption, address, lengths, number.</summary>
+    public void WriteAuthenticated(Span<byte> dest)
     {
         ImageFormat.RecordMagic.CopyTo(dest);
         dest[4] = (byte)Type;
@@ -166,19 +267,21 @@ public readonly record struct RecordHeader(
         BinaryPrimitives.WriteInt32LittleEndian(dest[16..], OriginalLength);
         BinaryPrimitives.WriteInt32LittleEndian(dest[20..], StoredLength);
         BinaryPrimitives.WriteUInt64LittleEndian(dest[24..], Sequence);
-        BinaryPrimitives.WriteUInt64LittleEndian(dest[32..], PayloadChecksum);
-        BinaryPrimitives.WriteUInt64LittleEndian(dest[40..], ImageFormat.Hash(dest[..40], imageId));
     }
 
+    /// <summary>A plain (not compressed, not encrypted) record: stored bytes are the content.</summary>
     public static RecordHeader ForPayload(RecordType type, ulong address, ReadOnlySpan<byte> payload, ulong sequence, ulong imageId) =>
-        new(type, Codec.None, ChecksumKind.XxHash3, Encryption.None, address, payload.Length, payload.Length, sequence, ImageFormat.Hash(payload, imageId));
+        Plain(type, address, payload.Length, sequence, ImageFormat.Hash(payload, imageId));
+
+    public static RecordHeader Plain(RecordType type, ulong address, int length, ulong sequence, ulong checksum) =>
+        new(type, Codec.None, ChecksumKind.XxHash3, Encryption.None, address, length, length, sequence, checksum, checksum);
 
     /// <summary>Decodes and checks a record header; <paramref name="offset"/> is only for messages.</summary>
     public static RecordHeader Read(ReadOnlySpan<byte> src, ulong imageId, string path, long offset)
     {
         if (!src[..4].SequenceEqual(ImageFormat.RecordMagic))
             throw new ImageFormatException(path, offset, "no record starts here (bad record magic)");
-        if (BinaryPrimitives.ReadUInt64LittleEndian(src[40..]) != ImageFormat.Hash(src[..40], imageId))
+        if (BinaryPrimitives.ReadUInt64LittleEndian(src[56..]) != ImageFormat.Hash(src[..56], imageId))
             throw new ImageFormatException(path, offset, "record header checksum mismatch (corrupt, or a record of another image)");
         var h = new RecordHeader(
             Type: (RecordType)src[4],
@@ -189,21 +292,36 @@ public readonly record struct RecordHeader(
             OriginalLength: BinaryPrimitives.ReadInt32LittleEndian(src[16..]),
             StoredLength: BinaryPrimitives.ReadInt32LittleEndian(src[20..]),
             Sequence: BinaryPrimitives.ReadUInt64LittleEndian(src[24..]),
-            PayloadChecksum: BinaryPrimitives.ReadUInt64LittleEndian(src[32..]));
+            PayloadChecksum: BinaryPrimitives.ReadUInt64LittleEndian(src[32..]),
+            ContentChecksum: BinaryPrimitives.ReadUInt64LittleEndian(src[40..]));
         if (h.Type is < RecordType.VmaTable or > RecordType.End)
             throw new ImageFormatException(path, offset, $"unknown record type {(byte)h.Type}");
-        if (h.Codec != Codec.None)
+        if (h.Codec is < Codec.None or > Codec.Zero)
             throw new ImageFormatException(path, offset, $"record uses codec {(byte)h.Codec}, which this memcr cannot decode");
         if (h.Checksum != ChecksumKind.XxHash3)
             throw new ImageFormatException(path, offset, $"record uses checksum kind {(byte)h.Checksum}, which this memcr does not know");
-        if (h.Encryption != Encryption.None)
-            throw new ImageFormatException(path, offset, $"record is encrypted (scheme {(byte)h.Encryption}), which this memcr cannot decrypt");
-        if (h.StoredLength < 0 || h.StoredLength > ImageFormat.MaxRecordPayload || h.OriginalLength != h.StoredLength)
-            throw new ImageFormatException(path, offset, $"record length {h.StoredLength} is out of range");
+        if (h.Encryption is < Encryption.None or > Encryption.Aes256Gcm)
+            throw new ImageFormatException(path, offset, $"record uses encryption scheme {(byte)h.Encryption}, which this memcr does not know");
+        if (h.Type != RecordType.Pages && (h.Codec != Codec.None || h.Encryption != Encryption.None))
+            throw new ImageFormatException(path, offset, $"{h.Type} record is compressed or encrypted; only page records may be");
+        int overhead = h.Encryption == Encryption.None ? 0 : ImageFormat.TagSize;
+        if (h.OriginalLength < 0 || h.OriginalLength > ImageFormat.MaxRecordPayload
+            || h.StoredLength < 0 || h.StoredLength > ImageFormat.MaxRecordPayload + overhead
+            || (h.Codec == Codec.None && h.StoredLength != h.OriginalLength + overhead)
+            || (h.Codec == Codec.Zero && h.StoredLength != overhead)
+            || (h.Codec is Codec.Lz4 or Codec.Zstd && h.StoredLength > h.OriginalLength + overhead))
+        {
+            throw new ImageFormatException(path, offset, $"record lengths {h.StoredLength} stored / {h.OriginalLength} original are out of range");
+        }
+        if (h.Codec == Codec.None && h.Encryption == Encryption.None && h.ContentChecksum != h.PayloadChecksum)
+            throw new ImageFormatException(path, offset, "record content checksum differs from its payload checksum");
         return h;
     }
 
     public bool PayloadMatches(ReadOnlySpan<byte> payload, ulong imageId) => ImageFormat.Hash(payload, imageId) == PayloadChecksum;
+
+    /// <summary>Stored bytes are the pages themselves: no codec, no encryption.</summary>
+    public bool IsPlain => Codec == Codec.None && Encryption == Encryption.None;
 }
 
 /// <summary>An image file that cannot be used: names the file, the byte offset and the problem.</summary>

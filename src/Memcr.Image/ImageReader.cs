@@ -8,10 +8,12 @@ namespace Memcr.Image;
 public readonly record struct PageBatch(int First, int Count, long Start, int Length);
 
 /// <summary>
-/// Reads an image. <see cref="Open"/> reads and checks the header, end record, index and VMA table
-/// (a few small reads). Pages are read in batches of whole records into the caller's buffer with
-/// <see cref="ReadBatch"/>, which checks every record header, padding and payload checksum, so
-/// nothing unchecked ever reaches the caller. <see cref="Verify"/> does that for the whole image.
+/// Reads an image. <see cref="Open"/> reads and checks the header (and the key of an encrypted
+/// image), end record, index and VMA table (a few small reads). Records are read in batches into
+/// the caller's buffer with <see cref="ReadBatch"/>, which checks every record header, padding and
+/// payload checksum, so nothing unchecked ever reaches the caller; <see cref="Decode"/> turns a
+/// record's payload into pages (decrypting, decompressing and checking the content checksum).
+/// <see cref="Verify"/> checks the whole image.
 /// </summary>
 public sealed class ImageReader : IDisposable
 {
@@ -19,8 +21,9 @@ public sealed class ImageReader : IDisposable
     private readonly SafeFileHandle _pages;
     private readonly long _indexOffset;
     private readonly long _vmaTableEnd;
+    private readonly ImageCipher? _cipher;
 
-    private ImageReader(string path, SafeFileHandle file, SafeFileHandle? pageFile)
+    private ImageReader(string path, SafeFileHandle file, SafeFileHandle? pageFile, ReadOnlyMemory<byte>? key)
     {
         Path = path;
         _file = file;
@@ -33,12 +36,15 @@ public sealed class ImageReader : IDisposable
             Header = ImageHeader.Read(head, path);
             if (Header.PageSize < 4096 || (Header.PageSize & (Header.PageSize - 1)) != 0 || Header.PageSize > 1 << 20)
                 throw new ImageFormatException(path, 16, $"page size {Header.PageSize} is not a valid page size");
-            (_indexOffset, long pageRecords, PageBytes) = ReadEnd();
+            if (Header.Encryption != Encryption.None && key is { } k)
+                _cipher = ImageCipher.ForImage(Header, k.Span, path);
+            (_indexOffset, long pageRecords) = ReadEnd();
             (Vmas, _vmaTableEnd) = ReadVmaTable();
             Index = ReadIndex(pageRecords);
         }
         catch
         {
+            _cipher?.Dispose();
             file.Dispose();
             throw;
         }
@@ -52,19 +58,33 @@ public sealed class ImageReader : IDisposable
 
     public IReadOnlyList<IndexEntry> Index { get; }
 
-    public ulong PageBytes { get; }
+    /// <summary>Bytes of pages the image holds (decoded).</summary>
+    public ulong PageBytes { get; private set; }
+
+    /// <summary>Bytes the page payloads take in the file.</summary>
+    public ulong StoredBytes { get; private set; }
+
+    /// <summary>The whole-image digest from the end record (images written with -c), else null.</summary>
+    public byte[]? Digest { get; private set; }
 
     public long Length { get; }
+
+    /// <summary>The image is encrypted and the right key was given: payloads can be decrypted.</summary>
+    public bool CanDecrypt => _cipher is not null;
 
     /// <summary>
     /// Opens an image. Page batches are read through <paramref name="pageFile"/> when given (for
     /// example an O_DIRECT handle; buffers must then be page-aligned), else through a plain handle.
+    /// An encrypted image needs its <paramref name="key"/> to be decoded; a wrong key is refused here.
     /// </summary>
-    public static ImageReader Open(string path, SafeFileHandle? pageFile = null)
+    public static ImageReader Open(string path, SafeFileHandle? pageFile = null, ReadOnlyMemory<byte>? key = null)
     {
         var file = File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
-        return new ImageReader(path, file, pageFile);
+        return new ImageReader(path, file, pageFile, key);
     }
+
+    /// <summary>A decoder for one thread.</summary>
+    public RecordDecoder CreateDecoder() => new(Path, Header.ImageId, _cipher?.Clone());
 
     private void ReadExact(Span<byte> into, long offset)
     {
@@ -103,7 +123,7 @@ public sealed class ImageReader : IDisposable
             throw new ImageFormatException(Path, offset, $"record number {h.Sequence} where record {expected} belongs (records reordered or spliced)");
     }
 
-    private (long IndexOffset, long PageRecords, ulong PageBytes) ReadEnd()
+    private (long IndexOffset, long PageRecords) ReadEnd()
     {
         long endAt = Length - ImageFormat.RecordHeaderSize - ImageFormat.EndPayloadSize;
         if (endAt < ImageFormat.FileHeaderSize)
@@ -124,12 +144,18 @@ public sealed class ImageReader : IDisposable
         long records = BinaryPrimitives.ReadInt64LittleEndian(payload.AsSpan(8));
         ulong pageBytes = BinaryPrimitives.ReadUInt64LittleEndian(payload.AsSpan(16));
         ulong recordCount = BinaryPrimitives.ReadUInt64LittleEndian(payload.AsSpan(24));
+        PageBytes = pageBytes;
+        StoredBytes = BinaryPrimitives.ReadUInt64LittleEndian(payload.AsSpan(32));
+        if (Header.HasDigest)
+            Digest = payload.AsSpan(40, ImageFormat.DigestSize).ToArray();
+        else if (payload.AsSpan(40).ContainsAnyExcept((byte)0))
+            throw new ImageFormatException(Path, endAt, "end record holds a digest the header does not announce");
         if (indexAt < ImageFormat.FileHeaderSize || indexAt >= endAt || records < 0 || records > (endAt - indexAt) / ImageFormat.IndexEntrySize)
             throw new ImageFormatException(Path, endAt, "end record points outside the file");
         if (recordCount != (ulong)records + 3)
             throw new ImageFormatException(Path, endAt, $"end record counts {recordCount} records for {records} page records");
         ExpectSequence(h, recordCount - 1, endAt);
-        return (indexAt, records, pageBytes);
+        return (indexAt, records);
     }
 
     private (List<ImageVma> Vmas, long End) ReadVmaTable()
@@ -153,58 +179,77 @@ public sealed class ImageReader : IDisposable
         var index = new List<IndexEntry>((int)records);
         ulong previousEnd = 0;
         long end = _vmaTableEnd;
-        ulong total = 0;
+        ulong total = 0, stored = 0;
+        bool packed = Header.Packed;
+        int overhead = Header.Encryption == Encryption.None ? 0 : ImageFormat.TagSize;
         for (int i = 0; i < records; i++)
         {
             var e = payload.AsSpan(i * ImageFormat.IndexEntrySize, ImageFormat.IndexEntrySize);
-            var entry = new IndexEntry(BinaryPrimitives.ReadUInt64LittleEndian(e), BinaryPrimitives.ReadInt32LittleEndian(e[8..]), BinaryPrimitives.ReadInt64LittleEndian(e[16..]));
-            // Records are laid out back to back, each payload on the next page boundary that leaves
-            // room for a page of padding and header: every offset follows from the lengths.
+            var entry = new IndexEntry(
+                BinaryPrimitives.ReadUInt64LittleEndian(e), BinaryPrimitives.ReadInt32LittleEndian(e[8..]),
+                BinaryPrimitives.ReadInt32LittleEndian(e[12..]), BinaryPrimitives.ReadInt64LittleEndian(e[16..]));
+            // Records are laid out back to back (plain images: each payload on the next page
+            // boundary that leaves room for a page of padding and header): every offset follows
+            // from the lengths.
             if (entry.Length <= 0 || entry.Length > ImageFormat.MaxRecordPayload || entry.Length % Header.PageSize != 0
-                || entry.Address % (ulong)Header.PageSize != 0 || entry.Address < previousEnd
-                || entry.FileOffset != ImageFormat.NextPageRecord(end, Header.PageSize))
+                || (packed ? entry.StoredLength < overhead || entry.StoredLength > entry.Length + overhead : entry.StoredLength != entry.Length)
+                || entry.Address % (ulong)Header.PageSize != 0 || entry.Address < previousEnd || entry.End < entry.Address
+                || entry.FileOffset != ImageFormat.NextRecord(end, Header.PageSize, packed))
             {
                 throw new ImageFormatException(Path, _indexOffset + ImageFormat.RecordHeaderSize + i * ImageFormat.IndexEntrySize, $"index entry {i} is invalid");
             }
             previousEnd = entry.End;
-            end = entry.FileOffset + ImageFormat.RecordHeaderSize + entry.Length;
+            end = entry.FileOffset + ImageFormat.RecordHeaderSize + entry.StoredLength;
             total += (ulong)entry.Length;
+            stored += (ulong)entry.StoredLength;
             index.Add(entry);
         }
         if (end != _indexOffset)
             throw new ImageFormatException(Path, end, $"the index should follow the last page record at offset {end}, it is at {_indexOffset}");
-        if (total != PageBytes)
-            throw new ImageFormatException(Path, _indexOffset, $"index covers {total} bytes, the end record says {PageBytes}");
+        if (total != PageBytes || stored != StoredBytes)
+            throw new ImageFormatException(Path, _indexOffset, $"index covers {total} bytes ({stored} stored), the end record says {PageBytes} ({StoredBytes} stored)");
         return index;
     }
 
-    /// <summary>Groups records into batches of at most <paramref name="maxBytes"/> (a larger record goes alone).</summary>
-    public List<PageBatch> PlanBatches(int maxBytes)
+    /// <summary>
+    /// Groups consecutive records into batches of at most <paramref name="maxBytes"/> bytes in the
+    /// file (a larger record goes alone), <paramref name="maxPageBytes"/> bytes of pages and
+    /// <paramref name="maxRecords"/> records.
+    /// </summary>
+    public List<PageBatch> PlanBatches(int maxBytes, int maxPageBytes = 8 << 20, int maxRecords = 1024)
     {
         var batches = new List<PageBatch>();
         int first = 0;
         while (first < Index.Count)
         {
             long start = BlockStart(Index[first]);
+            long pages = Index[first].Length;
             int count = 1;
-            while (first + count < Index.Count && PayloadEnd(Index[first + count]) - start <= maxBytes)
+            while (first + count < Index.Count && count < maxRecords
+                && PayloadEnd(Index[first + count]) - start <= maxBytes && pages + Index[first + count].Length <= maxPageBytes)
+            {
+                pages += Index[first + count].Length;
                 count++;
+            }
             batches.Add(new PageBatch(first, count, start, (int)(PayloadEnd(Index[first + count - 1]) - start)));
             first += count;
         }
         return batches;
     }
 
-    private long BlockStart(in IndexEntry e) => e.FileOffset + ImageFormat.RecordHeaderSize - Header.PageSize;
+    private long BlockStart(in IndexEntry e) => Header.Packed ? e.FileOffset : e.FileOffset + ImageFormat.RecordHeaderSize - Header.PageSize;
 
-    private static long PayloadEnd(in IndexEntry e) => e.FileOffset + ImageFormat.RecordHeaderSize + e.Length;
+    private static long PayloadEnd(in IndexEntry e) => e.FileOffset + ImageFormat.RecordHeaderSize + e.StoredLength;
 
     /// <summary>Offset in a batch buffer of the payload of record <paramref name="record"/>.</summary>
     public int PayloadOffset(in PageBatch batch, int record) =>
         (int)(Index[record].FileOffset + ImageFormat.RecordHeaderSize - batch.Start);
 
-    /// <summary>Reads a batch into <paramref name="buffer"/> and checks every record in it.</summary>
-    public void ReadBatch(in PageBatch batch, Memory<byte> buffer)
+    /// <summary>
+    /// Reads a batch into <paramref name="buffer"/> and checks every record in it (header, number,
+    /// padding, payload checksum); returns the records' headers.
+    /// </summary>
+    public RecordHeader[] ReadBatch(in PageBatch batch, Memory<byte> buffer)
     {
         var into = buffer[..batch.Length];
         int done = 0;
@@ -215,33 +260,55 @@ public sealed class ImageReader : IDisposable
                 throw new ImageFormatException(Path, batch.Start + done, "truncated: unexpected end of file in page records");
             done += n;
         }
-        CheckBatch(batch, into.Span);
+        return CheckBatch(batch, into.Span);
     }
 
-    private void CheckBatch(in PageBatch batch, ReadOnlySpan<byte> data)
+    private RecordHeader[] CheckBatch(in PageBatch batch, ReadOnlySpan<byte> data)
     {
+        var headers = new RecordHeader[batch.Count];
         for (int i = batch.First; i < batch.First + batch.Count; i++)
         {
             var entry = Index[i];
             int headerAt = (int)(entry.FileOffset - batch.Start);
-            // The page in front of each payload: zero padding, then the record header.
-            if (data[(headerAt + ImageFormat.RecordHeaderSize - Header.PageSize)..headerAt].ContainsAnyExcept((byte)0))
+            // Plain images: the page in front of each payload is zero padding, then the record header.
+            if (!Header.Packed && data[(headerAt + ImageFormat.RecordHeaderSize - Header.PageSize)..headerAt].ContainsAnyExcept((byte)0))
                 throw new ImageFormatException(Path, entry.FileOffset, $"padding before page record {i} is not zero");
             var h = RecordHeader.Read(data.Slice(headerAt, ImageFormat.RecordHeaderSize), Header.ImageId, Path, entry.FileOffset);
             if (h.Type != RecordType.Pages)
                 throw new ImageFormatException(Path, entry.FileOffset, $"expected a page record, found {h.Type}");
             ExpectSequence(h, (ulong)i + 1, entry.FileOffset);
-            if (h.Address != entry.Address || h.StoredLength != entry.Length)
-                throw new ImageFormatException(Path, entry.FileOffset, $"page record {i} is for 0x{h.Address:x}+{h.StoredLength}, the index says 0x{entry.Address:x}+{entry.Length}");
-            if (!h.PayloadMatches(data.Slice(headerAt + ImageFormat.RecordHeaderSize, entry.Length), Header.ImageId))
+            if (h.Address != entry.Address || h.OriginalLength != entry.Length || h.StoredLength != entry.StoredLength)
+                throw new ImageFormatException(Path, entry.FileOffset, $"page record {i} is for 0x{h.Address:x}+{h.OriginalLength} ({h.StoredLength} stored), the index says 0x{entry.Address:x}+{entry.Length} ({entry.StoredLength} stored)");
+            if (h.Encryption != Header.Encryption || (h.Codec is Codec.Lz4 or Codec.Zstd && h.Codec != Header.Codec) || (!Header.Packed && !h.IsPlain))
+                throw new ImageFormatException(Path, entry.FileOffset, $"page record {i} is stored with {h.Codec}/{ImageCipher.Name(h.Encryption)}, which the header does not announce");
+            if (!h.PayloadMatches(data.Slice(headerAt + ImageFormat.RecordHeaderSize, entry.StoredLength), Header.ImageId))
                 throw new ImageFormatException(Path, entry.FileOffset, $"checksum mismatch in page record {i} (pages 0x{entry.Address:x}-0x{entry.End:x})");
+            headers[i - batch.First] = h;
         }
+        return headers;
     }
 
-    /// <summary>Reads the whole image and checks every record, on <paramref name="parallelism"/> threads.</summary>
-    public void Verify(int parallelism = 1, int batchBytes = 2 << 20)
+    /// <summary>
+    /// Decodes record <paramref name="record"/> of a batch read with <see cref="ReadBatch"/> into
+    /// <paramref name="pages"/> (its original length), checking it on the way.
+    /// </summary>
+    public void Decode(in PageBatch batch, ReadOnlySpan<byte> data, RecordHeader[] headers, int record, RecordDecoder decoder, Span<byte> pages)
     {
-        if (Index.Count > 0)
+        var h = headers[record - batch.First];
+        decoder.Decode(h, Index[record].FileOffset, data.Slice(PayloadOffset(batch, record), h.StoredLength), pages);
+    }
+
+    /// <summary>
+    /// Reads the whole image on <paramref name="parallelism"/> threads and checks every record's
+    /// header, number and payload checksum, and the whole-image digest. With <paramref name="decode"/>
+    /// every record is also decrypted, decompressed and checked against its content checksum (an
+    /// encrypted image then needs its key).
+    /// </summary>
+    public void Verify(int parallelism = 1, int batchBytes = 2 << 20, bool decode = false)
+    {
+        if (decode && Header.Encryption != Encryption.None && _cipher is null)
+            throw new ImageFormatException(Path, 23, $"the image is encrypted ({ImageCipher.Name(Header.Encryption)}): its pages cannot be checked without the key");
+        if (Index.Count > 0 && !Header.Packed)
         {
             // The bytes between the VMA table and the first page record's padding page are zero.
             long firstBlock = BlockStart(Index[0]);
@@ -252,31 +319,51 @@ public sealed class ImageReader : IDisposable
         }
         var batches = PlanBatches(batchBytes);
         int size = batches.Count == 0 ? 0 : batches.Max(b => b.Length);
+        int pageBytes = Index.Count == 0 ? 0 : batches.Max(b => Enumerable.Range(b.First, b.Count).Max(i => Index[i].Length));
+        var contentChecksums = new ulong[Index.Count];
         var failures = new ConcurrentBag<ImageFormatException>();
         Parallel.ForEach(
             batches,
             new ParallelOptions { MaxDegreeOfParallelism = Math.Max(1, parallelism) },
-            () => new AlignedBuffer(Math.Max(size, 4096), Header.PageSize),
-            (batch, state, buffer) =>
+            () => (Buffer: new AlignedBuffer(Math.Max(size, 4096), Header.PageSize), Pages: decode ? new byte[pageBytes] : [], Decoder: decode ? CreateDecoder() : null),
+            (batch, state, local) =>
             {
                 try
                 {
-                    ReadBatch(batch, buffer.Memory);
+                    var headers = ReadBatch(batch, local.Buffer.Memory);
+                    for (int i = 0; i < batch.Count; i++)
+                    {
+                        contentChecksums[batch.First + i] = headers[i].ContentChecksum;
+                        if (local.Decoder is not null)
+                            Decode(batch, local.Buffer.GetSpan(), headers, batch.First + i, local.Decoder, local.Pages.AsSpan(0, headers[i].OriginalLength));
+                    }
                 }
                 catch (ImageFormatException e)
                 {
                     failures.Add(e);
                     state.Stop();
                 }
-                return buffer;
+                return local;
             },
-            buffer => ((IDisposable)buffer).Dispose());
+            local =>
+            {
+                ((IDisposable)local.Buffer).Dispose();
+                local.Decoder?.Dispose();
+            });
         if (!failures.IsEmpty)
             throw failures.OrderBy(f => f.Offset).First();
+        if (Digest is not null)
+        {
+            Span<byte> digest = stackalloc byte[ImageFormat.DigestSize];
+            ImageFormat.Digest(Index, contentChecksums, digest);
+            if (!digest.SequenceEqual(Digest))
+                throw new ImageFormatException(Path, Length - ImageFormat.DigestSize, "whole-image digest mismatch: the records' content checksums do not match the digest in the end record");
+        }
     }
 
     public void Dispose()
     {
+        _cipher?.Dispose();
         _file.Dispose();
     }
 }

@@ -4,33 +4,59 @@ using Microsoft.Win32.SafeHandles;
 namespace Memcr.Image;
 
 /// <summary>
-/// Streams an image: header, VMA table, page records, then index and end record. Appends are
-/// sequential and must come from one thread at a time; payload checksums are computed by the
-/// caller (<see cref="Checksum"/>) so that they can be computed in parallel with writing.
-/// Page payloads start on page boundaries, so they can be written with O_DIRECT through
-/// <c>pageFile</c> (payload memory must then be page-aligned, e.g. an <see cref="AlignedBuffer"/>).
+/// Streams an image: header, VMA table, page records, then index and end record.
+/// <para>
+/// Plain images (no codec, no encryption) put every page payload on a page boundary: each record is
+/// given its place up front (<see cref="ReservePages"/>, in order) and written by any thread
+/// (<see cref="WritePages"/>), straight from the caller's page-aligned buffer, so with O_DIRECT
+/// through <c>pageFile</c>. Payload checksums are computed by the caller.
+/// </para>
+/// <para>
+/// Packed images (compressed or encrypted, <see cref="ImageFlags.Packed"/>) have records back to
+/// back, encoded by the caller (<see cref="RecordEncoder"/>, in parallel) and appended in order
+/// with <see cref="AppendRecord"/>; they are staged in a large aligned buffer and written in whole
+/// pages, so O_DIRECT works for them too. The file is padded to a page at the end: truncate it to
+/// <see cref="Length"/> after <see cref="Finish"/>.
+/// </para>
 /// </summary>
 public sealed class ImageWriter : IDisposable
 {
+    private const int StagingBytes = 8 << 20;
+
     private readonly SafeFileHandle _file;
     private readonly SafeFileHandle _pages;
+    private readonly bool _direct;
     private readonly string _path;
     private readonly List<IndexEntry> _index = [];
+    private readonly List<ulong> _contentChecksums = [];
     private readonly System.Collections.Concurrent.ConcurrentBag<AlignedBuffer> _blocks = [];
+    private readonly AlignedBuffer? _staging;
+    private long _stagingStart;
+    private int _staged;
     private long _offset;
     private ulong _sequence;
     private ulong _pageBytes;
+    private ulong _storedBytes;
     private bool _finished;
 
     public ImageWriter(SafeFileHandle file, string path, ImageHeader header, SafeFileHandle? pageFile = null)
     {
         _file = file;
         _pages = pageFile ?? file;
+        _direct = pageFile is not null;
         _path = path;
         Header = header;
         var bytes = new byte[ImageFormat.FileHeaderSize];
         header.Write(bytes);
-        RandomAccess.Write(_file, bytes, 0);
+        if (header.Packed)
+        {
+            _staging = new AlignedBuffer(StagingBytes, Math.Max(header.PageSize, 4096));
+            Stage(bytes);
+        }
+        else
+        {
+            RandomAccess.Write(_file, bytes, 0);
+        }
         _offset = bytes.Length;
     }
 
@@ -38,21 +64,28 @@ public sealed class ImageWriter : IDisposable
 
     public string Path => _path;
 
-    /// <summary>Bytes written so far.</summary>
+    /// <summary>Bytes of the image so far (the file may be longer: packed images are padded until truncated).</summary>
     public long Length => _offset;
 
+    /// <summary>Bytes of pages saved (before compression).</summary>
     public ulong PageBytes => _pageBytes;
+
+    /// <summary>Bytes the page records take in the file, payloads only.</summary>
+    public ulong StoredBytes => _storedBytes;
 
     public IReadOnlyList<IndexEntry> Index => _index;
 
-    /// <summary>The size of an image with <paramref name="vmas"/> VMAs and page records of the given lengths.</summary>
-    public static long SizeFor(int vmas, IEnumerable<int> recordLengths, int pageSize)
+    /// <summary>
+    /// The size of an image with <paramref name="vmas"/> VMAs and page records of the given stored
+    /// lengths (for a packed image without a codec: the page bytes plus the tag when encrypted).
+    /// </summary>
+    public static long SizeFor(int vmas, IEnumerable<int> storedLengths, int pageSize, bool packed)
     {
         long end = ImageFormat.FileHeaderSize + ImageFormat.RecordHeaderSize + (long)vmas * ImageFormat.VmaEntrySize;
         long records = 0;
-        foreach (int length in recordLengths)
+        foreach (int length in storedLengths)
         {
-            end = ImageFormat.NextPageRecord(end, pageSize) + ImageFormat.RecordHeaderSize + length;
+            end = ImageFormat.NextRecord(end, pageSize, packed) + ImageFormat.RecordHeaderSize + length;
             records++;
         }
         return end + ImageFormat.RecordHeaderSize + records * ImageFormat.IndexEntrySize
@@ -69,7 +102,7 @@ public sealed class ImageWriter : IDisposable
         Append(RecordType.VmaTable, payload);
     }
 
-    /// <summary>Appends one page record; returns the file offset of its header.</summary>
+    /// <summary>Appends one plain page record; returns the file offset of its header.</summary>
     public long AppendPages(ulong address, ReadOnlyMemory<byte> payload, ulong payloadChecksum)
     {
         var slot = ReservePages(address, payload.Length);
@@ -78,20 +111,24 @@ public sealed class ImageWriter : IDisposable
     }
 
     /// <summary>
-    /// Gives the next page record its place in the file, its number and its index entry. Call in
-    /// address order from one thread; the record may then be written by any thread with
+    /// Gives the next plain page record its place in the file, its number and its index entry. Call
+    /// in address order from one thread; the record may then be written by any thread with
     /// <see cref="WritePages"/>, concurrently with others.
     /// </summary>
     public PageSlot ReservePages(ulong address, int length)
     {
         CheckOpen();
+        if (Header.Packed)
+            throw new InvalidOperationException("a packed image takes encoded records (AppendRecord)");
         if (length <= 0 || length % Header.PageSize != 0)
             throw new ArgumentException($"page record of {length} bytes is not a whole number of pages", nameof(length));
         long headerAt = ImageFormat.NextPageRecord(_offset, Header.PageSize);
         var slot = new PageSlot(headerAt, _sequence++, address, length);
         _offset = headerAt + ImageFormat.RecordHeaderSize + length;
-        _index.Add(new IndexEntry(address, length, headerAt));
+        _index.Add(new IndexEntry(address, length, length, headerAt));
+        _contentChecksums.Add(0);
         _pageBytes += (ulong)length;
+        _storedBytes += (ulong)length;
         return slot;
     }
 
@@ -101,14 +138,15 @@ public sealed class ImageWriter : IDisposable
         if (payload.Length != slot.Length)
             throw new ArgumentException($"payload of {payload.Length} bytes for a record of {slot.Length}", nameof(payload));
         int pageSize = Header.PageSize;
+        lock (_contentChecksums)
+            _contentChecksums[(int)slot.Sequence - 1] = payloadChecksum;
         if (!_blocks.TryTake(out var block))
             block = new AlignedBuffer(pageSize, pageSize);
         try
         {
             var span = block.GetSpan();
             span.Clear();
-            new RecordHeader(RecordType.Pages, Codec.None, ChecksumKind.XxHash3, Encryption.None, slot.Address,
-                    payload.Length, payload.Length, slot.Sequence, payloadChecksum)
+            RecordHeader.Plain(RecordType.Pages, slot.Address, payload.Length, slot.Sequence, payloadChecksum)
                 .Write(span[(pageSize - ImageFormat.RecordHeaderSize)..], Header.ImageId);
             // Both the padding page and the payload are page-aligned: fit for O_DIRECT.
             RandomAccess.Write(_pages, [block.Memory, payload], slot.HeaderOffset + ImageFormat.RecordHeaderSize - pageSize);
@@ -117,6 +155,29 @@ public sealed class ImageWriter : IDisposable
         {
             _blocks.Add(block);
         }
+    }
+
+    /// <summary>The number the next page record gets (records are numbered in file order from 1).</summary>
+    public ulong NextSequence => _sequence;
+
+    /// <summary>Appends an encoded page record to a packed image, in order (its number must be <see cref="NextSequence"/>).</summary>
+    public void AppendRecord(in RecordHeader header, ReadOnlySpan<byte> stored)
+    {
+        CheckOpen();
+        if (!Header.Packed)
+            throw new InvalidOperationException("a plain image takes page records through ReservePages/WritePages");
+        if (header.Sequence != _sequence || header.StoredLength != stored.Length || header.Type != RecordType.Pages)
+            throw new ArgumentException($"record {header.Sequence} ({header.StoredLength} bytes) where record {_sequence} belongs", nameof(header));
+        _index.Add(new IndexEntry(header.Address, header.OriginalLength, header.StoredLength, _offset));
+        _contentChecksums.Add(header.ContentChecksum);
+        Span<byte> head = stackalloc byte[ImageFormat.RecordHeaderSize];
+        header.Write(head, Header.ImageId);
+        Stage(head);
+        Stage(stored);
+        _offset += head.Length + stored.Length;
+        _sequence++;
+        _pageBytes += (ulong)header.OriginalLength;
+        _storedBytes += (ulong)header.StoredLength;
     }
 
     /// <summary>Writes the index and the end record. The image is complete only after this.</summary>
@@ -130,6 +191,7 @@ public sealed class ImageWriter : IDisposable
             var span = index.AsSpan(i * ImageFormat.IndexEntrySize);
             BinaryPrimitives.WriteUInt64LittleEndian(span, _index[i].Address);
             BinaryPrimitives.WriteInt32LittleEndian(span[8..], _index[i].Length);
+            BinaryPrimitives.WriteInt32LittleEndian(span[12..], _index[i].StoredLength);
             BinaryPrimitives.WriteInt64LittleEndian(span[16..], _index[i].FileOffset);
         }
         long indexAt = Append(RecordType.Index, index);
@@ -138,7 +200,12 @@ public sealed class ImageWriter : IDisposable
         BinaryPrimitives.WriteInt64LittleEndian(end.AsSpan(8), _index.Count);
         BinaryPrimitives.WriteUInt64LittleEndian(end.AsSpan(16), _pageBytes);
         BinaryPrimitives.WriteUInt64LittleEndian(end.AsSpan(24), _sequence + 1);
+        BinaryPrimitives.WriteUInt64LittleEndian(end.AsSpan(32), _storedBytes);
+        if (Header.HasDigest)
+            ImageFormat.Digest(_index, _contentChecksums, end.AsSpan(40, ImageFormat.DigestSize));
         Append(RecordType.End, end);
+        if (_staging is not null)
+            FlushStaging(last: true);
         _finished = true;
     }
 
@@ -146,14 +213,45 @@ public sealed class ImageWriter : IDisposable
     {
         CheckOpen();
         var record = new byte[ImageFormat.RecordHeaderSize + payload.Length];
-        new RecordHeader(type, Codec.None, ChecksumKind.XxHash3, Encryption.None, 0, payload.Length, payload.Length,
-                _sequence++, Checksum(payload, Header.ImageId))
-            .Write(record, Header.ImageId);
+        RecordHeader.Plain(type, 0, payload.Length, _sequence++, Checksum(payload, Header.ImageId)).Write(record, Header.ImageId);
         payload.CopyTo(record, ImageFormat.RecordHeaderSize);
         long at = _offset;
-        RandomAccess.Write(_file, record, at);
+        if (_staging is not null)
+            Stage(record);
+        else
+            RandomAccess.Write(_file, record, at);
         _offset += record.Length;
         return at;
+    }
+
+    private void Stage(ReadOnlySpan<byte> data)
+    {
+        var buffer = _staging!.GetSpan();
+        while (!data.IsEmpty)
+        {
+            int n = Math.Min(data.Length, buffer.Length - _staged);
+            data[..n].CopyTo(buffer[_staged..]);
+            _staged += n;
+            data = data[n..];
+            if (_staged == buffer.Length)
+                FlushStaging(last: false);
+        }
+    }
+
+    private void FlushStaging(bool last)
+    {
+        int length = _staged;
+        if (last && _direct)
+        {
+            // O_DIRECT writes whole pages: pad the tail with zeros (cut off again by truncation).
+            int padded = (int)ImageFormat.AlignUp(length, Header.PageSize);
+            _staging!.GetSpan()[length..padded].Clear();
+            length = padded;
+        }
+        if (length > 0)
+            RandomAccess.Write(_pages, (ReadOnlySpan<byte>)_staging!.GetSpan()[..length], _stagingStart);
+        _stagingStart += _staged;
+        _staged = 0;
     }
 
     private void CheckOpen()
@@ -166,6 +264,8 @@ public sealed class ImageWriter : IDisposable
     {
         while (_blocks.TryTake(out var block))
             ((IDisposable)block).Dispose();
+        if (_staging is not null)
+            ((IDisposable)_staging).Dispose();
     }
 }
 

@@ -1,4 +1,5 @@
 using Memcr.Cli;
+using Memcr.Image;
 
 namespace Memcr.Tests;
 
@@ -33,11 +34,37 @@ public sealed class GetOptTests
     }
 
     [Fact]
-    public void OptionalArgument_IsTakenOnlyWhenAttached()
+    public void OptionalArgument_IsTakenAttached_OrAsTheNextWord()
     {
-        var (options, operands) = GetOpt.Parse(["-zlz4", "-c", "--compress=zstd", "-z"], MemcrArguments.Specs);
-        Assert.Equal(["lz4", null, "zstd", null], options.Select(o => o.Value));
+        var (options, operands) = GetOpt.Parse(["-zlz4", "-c", "--compress=zstd", "-z", "--compress", "zstd", "-z", "lz4", "-z", "-n"], MemcrArguments.Specs);
+        Assert.Equal(["lz4", null, "zstd", null, "zstd", "lz4", null, null], options.Select(o => o.Value));
         Assert.Empty(operands);
+    }
+
+    [Theory]
+    [InlineData(new[] { "-zce" }, Codec.Lz4, true, Encryption.Aes256Gcm)]
+    [InlineData(new[] { "-cz" }, Codec.Lz4, true, Encryption.None)]
+    [InlineData(new[] { "-f", "-z", "zstd", "-c", "-e" }, Codec.Zstd, true, Encryption.Aes256Gcm)]
+    [InlineData(new[] { "-zzstd", "-e", "aes-128-cbc" }, Codec.Zstd, false, Encryption.Aes128Gcm)]
+    [InlineData(new[] { "-ce", "aes-192-cbc" }, Codec.None, true, Encryption.Aes192Gcm)]
+    [InlineData(new[] { "--encrypt=aes-256-cbc", "--checksum" }, Codec.None, true, Encryption.Aes256Gcm)]
+    [InlineData(new[] { "-e", "-z" }, Codec.Lz4, false, Encryption.Aes256Gcm)]
+    public void CompressChecksumEncrypt_CombineInAnyForm(string[] args, Codec codec, bool checksum, Encryption encryption)
+    {
+        var a = MemcrArguments.Parse([.. args, "-p", "1"], _ => null);
+        Assert.Equal((codec, checksum, encryption, 1), (a.Codec, a.Checksum, a.Encryption, a.Pid));
+        Assert.Empty(a.Unsupported);
+    }
+
+    [Fact]
+    public void KeyFile_ComesFromTheOptionOrTheEnvironment()
+    {
+        Assert.Equal(("/k", Encryption.Aes256Gcm), Pick(MemcrArguments.Parse(["--key-file", "/k"], _ => "/env")));
+        Assert.Equal(("/env", Encryption.Aes128Gcm), Pick(MemcrArguments.Parse(["-e", "aes-128-gcm"], v => v == "MEMCR_KEY_FILE" ? "/env" : null)));
+        // The variable alone does not turn encryption on.
+        Assert.Equal((null, Encryption.None), Pick(MemcrArguments.Parse(["-z"], _ => "/env")));
+
+        static (string?, Encryption) Pick(MemcrArguments a) => (a.KeyFile, a.Encryption);
     }
 
     [Fact]
@@ -57,6 +84,9 @@ public sealed class GetOptTests
     [InlineData(new[] { "-p", "0" }, "invalid pid 0: a pid must be > 0")]
     [InlineData(new[] { "-p", "-5" }, "invalid pid -5: a pid must be > 0")]
     [InlineData(new[] { "stray" }, "unexpected argument 'stray'")]
+    [InlineData(new[] { "-z", "gzip" }, "invalid compression algorithm 'gzip': use lz4 or zstd")]
+    [InlineData(new[] { "-zfoo" }, "invalid compression algorithm 'foo': use lz4 or zstd")]
+    [InlineData(new[] { "-e", "des" }, "invalid cipher 'des': use one of aes-128-gcm, aes-192-gcm, aes-256-gcm, aes-128-cbc, aes-192-cbc, aes-256-cbc")]
     [InlineData(new[] { "--parasite" }, "option '--parasite' is ambiguous; possibilities: '--parasite-socket-dir' '--parasite-socket-gid' '--parasite-socket-netns'")]
     public void BadArguments_AreRefusedWithGetoptMessages(string[] args, string message)
     {
@@ -68,7 +98,7 @@ public sealed class GetOptTests
     public void OptionsOfLaterIssues_AreAcceptedButReportedUnsupported()
     {
         var a = MemcrArguments.Parse(["-p", "1", "-z", "-c", "-l", "9000", "-t", "5"]);
-        Assert.Equal(["-z (--compress)", "-c (--checksum)", "-l (--listen)", "-t (--timeout)"], a.Unsupported);
+        Assert.Equal(["-l (--listen)", "-t (--timeout)"], a.Unsupported);
     }
 
     [Fact]
