@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# Checkpoint/restore benchmark on a memtest target holding SIZE MiB of pseudo-random memory.
+# Checkpoint/restore benchmark on a memtest target holding SIZE MiB of memory.
 #
 #   bench/bench.sh [SIZE_MB ...]        (default: 64 1024)
 #   RUNS=5 MEMCR_ARGS="-m" DUMP_DIR=/var/tmp bench/bench.sh 1024
+#   FILL=program MEMCR_ARGS="-z zstd -e" bench/bench.sh 1024
 #
+# FILL=random (default) fills the memory with incompressible data; FILL=program with memory that
+# looks like a program's (half the 64-byte lines zero, small integers, pointers, some text).
 # For each size it starts one target, checkpoints and restores it RUNS times with `memcr -n`,
 # has the target verify its memory after every run, and prints the median checkpoint ("download")
 # and restore ("upload") times, RSS before / during / after and the image size.
@@ -21,12 +24,12 @@ trap cleanup EXIT
 gcc -O2 -pthread -o "$work/memtest" tests/targets/memtest.c
 median() { sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : int((a[NR/2] + a[NR/2+1]) / 2)}'; }
 
-printf '%-8s %-12s %10s %10s %12s %12s %12s %10s\n' size memcr-args checkpoint restore "RSS before" "RSS during" "RSS after" image
+printf '%-8s %-7s %-16s %10s %10s %12s %12s %12s %10s\n' size fill memcr-args checkpoint restore "RSS before" "RSS during" "RSS after" image
 for size in "${sizes[@]}"; do
     rm -f "$work/cmd" "$work/report"
     mkfifo "$work/cmd" "$work/report"
     exec 3<>"$work/report" 4<>"$work/cmd"
-    setsid -f "$work/memtest" "$work" "$size"
+    setsid -f "$work/memtest" "$work" "$size" "${FILL:-random}"
     read -r _ pid <&3
     : >"$work/down"; : >"$work/up"
     for ((i = 0; i < runs; i++)); do
@@ -42,7 +45,7 @@ for size in "${sizes[@]}"; do
         [[ $report == *"ok=1"* ]] || { echo "bench: target damaged after run $i: $report" >&2; exit 1; }
     done
     after=$(grep -oP '^VmRSS:\s+\K[0-9]+' "/proc/$pid/status")
-    printf '%-8s %-12s %8s ms %8s ms %9s kB %9s kB %9s kB %7s MB\n' "${size}MiB" "${MEMCR_ARGS:--}" \
+    printf '%-8s %-7s %-16s %8s ms %8s ms %9s kB %9s kB %9s kB %7s MB\n' "${size}MiB" "${FILL:-random}" "${MEMCR_ARGS:--}" \
         "$(median <"$work/down")" "$(median <"$work/up")" "$before" "$during" "$after" "$((image / 1024))"
     kill -9 "$pid"; pid=
     exec 3>&- 4>&-

@@ -32,7 +32,7 @@ public sealed record CheckpointOptions
     public Encryption Encryption { get; init; }
 
     /// <summary>Key for <see cref="Encryption"/> (from a key file); null: a random key that lives only in this process.</summary>
-    public ReadOnlyMemory<byte>? Key { get; init; }
+    public byte[]? Key { get; init; }
 
     /// <summary>Threads used to compress and encrypt pages at checkpoint.</summary>
     public int EncodeThreads { get; init; } = Math.Max(1, Math.Min(Environment.ProcessorCount, 8));

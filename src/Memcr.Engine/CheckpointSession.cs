@@ -34,7 +34,7 @@ public sealed class CheckpointSession : IDisposable
     private readonly RemoteMemory _memory;
     private readonly CpuArchitecture _arch = CpuArchitecture.Current;
     private readonly ulong _imageId = BitConverter.ToUInt64(RandomNumberGenerator.GetBytes(8));
-    private readonly ReadOnlyMemory<byte>? _key;
+    private readonly byte[]? _key;
     private List<SelectedVma> _dropTargets = [];
     private bool _dropped;
     private bool _imageExists;
@@ -242,7 +242,7 @@ public sealed class CheckpointSession : IDisposable
         };
         ImageCipher? cipher = null;
         if (_key is { } key)
-            (cipher, header) = ImageCipher.ForNewImage(header, key.Span);
+            (cipher, header) = ImageCipher.ForNewImage(header, key);
         using var cipherScope = cipher;
         if (packed)
             _log.Debug($"records: {_options.Codec} ({Compression.Implementations}), {ImageCipher.Name(_options.Encryption)}");
@@ -399,9 +399,14 @@ public sealed class CheckpointSession : IDisposable
             using var encoder = new RecordEncoder(_imageId, _options.Codec, cipher?.Clone());
             try
             {
-                foreach (var batch in full.GetConsumingEnumerable(stop))
+                while (true)
                 {
+                    // The output buffer first, then the batch: batches are then taken in order by
+                    // encoders that can finish them, and the writer, which waits for the next batch
+                    // in order, can never have every output buffer while that batch has none.
                     var output = outputs.Take(stop);
+                    if (!full.TryTake(out var batch, Timeout.Infinite, stop))
+                        break;
                     var input = batch.Buffer.GetSpan();
                     var into = output.GetSpan();
                     var headers = new List<RecordHeader>(batch.Records.Count);

@@ -23,7 +23,7 @@ public sealed class ImageReader : IDisposable
     private readonly long _vmaTableEnd;
     private readonly ImageCipher? _cipher;
 
-    private ImageReader(string path, SafeFileHandle file, SafeFileHandle? pageFile, ReadOnlyMemory<byte>? key)
+    private ImageReader(string path, SafeFileHandle file, SafeFileHandle? pageFile, byte[]? key)
     {
         Path = path;
         _file = file;
@@ -37,7 +37,7 @@ public sealed class ImageReader : IDisposable
             if (Header.PageSize < 4096 || (Header.PageSize & (Header.PageSize - 1)) != 0 || Header.PageSize > 1 << 20)
                 throw new ImageFormatException(path, 16, $"page size {Header.PageSize} is not a valid page size");
             if (Header.Encryption != Encryption.None && key is { } k)
-                _cipher = ImageCipher.ForImage(Header, k.Span, path);
+                _cipher = ImageCipher.ForImage(Header, k, path);
             (_indexOffset, long pageRecords) = ReadEnd();
             (Vmas, _vmaTableEnd) = ReadVmaTable();
             Index = ReadIndex(pageRecords);
@@ -77,7 +77,7 @@ public sealed class ImageReader : IDisposable
     /// example an O_DIRECT handle; buffers must then be page-aligned), else through a plain handle.
     /// An encrypted image needs its <paramref name="key"/> to be decoded; a wrong key is refused here.
     /// </summary>
-    public static ImageReader Open(string path, SafeFileHandle? pageFile = null, ReadOnlyMemory<byte>? key = null)
+    public static ImageReader Open(string path, SafeFileHandle? pageFile = null, byte[]? key = null)
     {
         var file = File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
         return new ImageReader(path, file, pageFile, key);

@@ -151,7 +151,7 @@ public sealed class ImageFormatTests : IDisposable
     public void EveryCodecChecksumEncryption_RoundTrips(Codec codec, Encryption encryption, bool digest)
     {
         var w = Write(100 + (int)codec * 10 + (int)encryption, 40, kind: new Kind(codec, encryption, digest));
-        using var r = ImageReader.Open(w.Path, key: Key256.AsMemory(0, encryption == Encryption.None ? 32 : ImageCipher.KeyLength(encryption)));
+        using var r = ImageReader.Open(w.Path, key: Key256[..(encryption == Encryption.None ? 32 : ImageCipher.KeyLength(encryption))]);
         r.Verify(parallelism: 2, decode: true);
         Assert.Equal(digest, r.Digest is not null);
         AssertSame(w, r);
@@ -328,7 +328,7 @@ public sealed class ImageFormatTests : IDisposable
         wrong[31] ^= 1;
         var e = Assert.Throws<ImageFormatException>(() => ImageReader.Open(w.Path, key: wrong).Dispose());
         Assert.Contains("wrong key", e.Message);
-        e = Assert.Throws<ImageFormatException>(() => ImageReader.Open(w.Path, key: Key256.AsMemory(0, 16)).Dispose());
+        e = Assert.Throws<ImageFormatException>(() => ImageReader.Open(w.Path, key: Key256[..16]).Dispose());
         Assert.Contains("wrong key", e.Message);
         using var r = ImageReader.Open(w.Path);
         r.Verify(); // structure and checksums need no key

@@ -1,11 +1,12 @@
 /*
  * Checkpoint target for memcr's integration tests and benchmarks.
  *
- *   memtest DIR HEAP_MB
+ *   memtest DIR HEAP_MB [random|program]
  *
  * Fills a 16 MiB static array, a HEAP_MB malloc'ed buffer, many small heap blocks, a read-only
- * region, a PROT_NONE region and a private file mapping (some pages written) with a pseudo-random
- * pattern. Four worker threads keep rewriting and verifying their own heap buffers and stack
+ * region, a PROT_NONE region and a private file mapping (some pages written) with a pattern
+ * (pseudo-random by default, or like a program's memory). Four worker threads keep rewriting and
+ * verifying their own heap buffers and stack
  * arrays; one thread sleeps in nanosleep() in a loop; one thread blocks in read() on the command
  * FIFO; one thread takes SIGUSR2 and SIGRTMIN (blocked everywhere else) and counts them.
  *
@@ -57,11 +58,37 @@ static inline uint64_t mix(uint64_t x)
 	return x ^ (x >> 31);
 }
 
+static int program_fill;
+
+/*
+ * Word i of a pattern. "random" memory: incompressible. "program" memory looks like a real
+ * program's, per 64-byte line: half the lines zero, most others structs of small integers,
+ * pointers and zeros, some text (same generator as bench/CodecBench).
+ */
+static inline uint64_t word(uint64_t seed, size_t i)
+{
+	if (!program_fill)
+		return mix(seed ^ (i * 0x100000001b3ull));
+	uint64_t h = mix(seed ^ ((i / 8) * 0x100000001b3ull));
+	uint64_t g = mix(h + (i % 8));
+	unsigned kind = h & 0xff;
+	if (kind < 128)
+		return 0;
+	if (kind < 224) {
+		switch (g & 3) {
+		case 1: return (g >> 32) & 0xff;
+		case 2: return 0x0000555555550000ull | ((g >> 16) & 0xfff0);
+		default: return 0;
+		}
+	}
+	return 0x6161616161616161ull + ((g & 0x0f0f0f0f0f0f0f0full) % 0x0f0f0f0f0f0f0f0full);
+}
+
 static void fill(void *p, size_t len, uint64_t seed)
 {
 	uint64_t *w = p;
 	for (size_t i = 0; i < len / 8; i++)
-		w[i] = mix(seed ^ (i * 0x100000001b3ull));
+		w[i] = word(seed, i);
 }
 
 /* Returns the index of the first wrong word, or -1. */
@@ -69,7 +96,7 @@ static long verify(const void *p, size_t len, uint64_t seed)
 {
 	const uint64_t *w = p;
 	for (size_t i = 0; i < len / 8; i++)
-		if (w[i] != mix(seed ^ (i * 0x100000001b3ull)))
+		if (w[i] != word(seed, i))
 			return (long)i;
 	return -1;
 }
@@ -236,9 +263,10 @@ int main(int argc, char **argv)
 	sigset_t set;
 
 	if (argc < 3) {
-		fprintf(stderr, "usage: memtest DIR HEAP_MB\n");
+		fprintf(stderr, "usage: memtest DIR HEAP_MB [random|program]\n");
 		return 2;
 	}
+	program_fill = argc > 3 && strcmp(argv[3], "program") == 0;
 	page_size = sysconf(_SC_PAGESIZE);
 	heap_size = (size_t)atol(argv[2]) << 20;
 
