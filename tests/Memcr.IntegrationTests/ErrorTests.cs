@@ -216,8 +216,8 @@ public sealed class ErrorTests
     [Fact]
     public void OptionsOfLaterIssues_AreRefusedClearly()
     {
-        var output = Fails("-p", "1", "-z");
-        Assert.Contains("-z (--compress): not yet supported", output);
+        var output = Fails("-p", "1", "-l", "9000");
+        Assert.Contains("-l (--listen): not yet supported", output);
         Assert.Contains("invalid option -- 'q'", Fails("-q"));
     }
 }

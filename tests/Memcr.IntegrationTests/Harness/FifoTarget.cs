@@ -30,10 +30,11 @@ public sealed partial class FifoTarget : IDisposable
 
     public int Pid { get; }
 
-    public static FifoTarget StartMemtest(int heapMb = 64)
+    /// <summary>Starts memtest; <paramref name="fill"/> is "random" (incompressible) or "program" (like a program's memory).</summary>
+    public static FifoTarget StartMemtest(int heapMb = 64, string fill = "random")
     {
         string exe = Gcc.Build("memtest");
-        return Start("memtest", dir => [exe, dir, heapMb.ToString(CultureInfo.InvariantCulture)]);
+        return Start("memtest", dir => [exe, dir, heapMb.ToString(CultureInfo.InvariantCulture), fill]);
     }
 
     public static FifoTarget Start(string name, Func<string, string[]> command)
