@@ -661,7 +661,8 @@ public sealed class CheckpointSession : IDisposable
             throw new ImageFormatException(ImagePath, 24, $"image is of pid {image.Header.Pid}, not {Pid}");
         if (image.Header.PageSize != Environment.SystemPageSize)
             throw new ImageFormatException(ImagePath, 16, $"image page size {image.Header.PageSize} differs from this system's {Environment.SystemPageSize}");
-        // Reading is I/O-bound: keep more reads in flight than there are cores.
+        // Reading is I/O-bound: keep more reads in flight than there are cores, with large readahead.
+        FileOps.AdviseSequential(cache);
         image.Verify(_options.Parallelism * 2);
         Lap("image verification");
         if (!_dropped)

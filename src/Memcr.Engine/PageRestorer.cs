@@ -61,7 +61,7 @@ public sealed class EagerPageRestorer(RemoteMemory memory, int parallelism, Acti
                 {
                     var entry = image.Index[i];
                     nint from = w.Read.Pointer + image.PayloadOffset(batch, i);
-                    if (w.Decoder is not null)
+                    if (w.Decoder is not null && !headers[i - batch.First].IsPlain)
                     {
                         var pages = w.Pages!.GetSpan().Slice(used, entry.Length);
                         image.Decode(batch, w.Read.GetSpan(), headers, i, w.Decoder, pages);
