@@ -9,6 +9,7 @@ case "$(uname -m)" in
 esac
 rm -rf artifacts/publish
 dotnet publish src/Memcr.Cli/Memcr.Cli.csproj -c Release -r "$rid" -o artifacts/publish -nologo -v quiet "$@"
+dotnet publish src/Memcr.ClientCli/Memcr.ClientCli.csproj -c Release -r "$rid" -o artifacts/publish -nologo -v quiet "$@"
 mkdir -p artifacts/bin
-install -m 755 artifacts/publish/memcr artifacts/bin/memcr
+install -m 755 artifacts/publish/memcr artifacts/publish/memcr-client artifacts/bin/
 ls -l artifacts/bin/

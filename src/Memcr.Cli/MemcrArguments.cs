@@ -16,6 +16,10 @@ public sealed record MemcrArguments
     public bool Verbose { get; init; }
     public bool KeepCache { get; init; }
     public string? ParasiteSocketDir { get; init; }
+    public string? Listen { get; init; }
+    public int? ListenGid { get; init; }
+    public string? ListenAddress { get; init; }
+    public TimeSpan? Timeout { get; init; }
     public Codec Codec { get; init; }
     public bool Checksum { get; init; }
     public Encryption Encryption { get; init; }
@@ -30,9 +34,6 @@ public sealed record MemcrArguments
 
     /// <summary>Cipher names -e takes: the original's CBC names are accepted and mean GCM of the same key size.</summary>
     public static readonly IReadOnlyList<string> Ciphers = ["aes-128-gcm", "aes-192-gcm", "aes-256-gcm", "aes-128-cbc", "aes-192-cbc", "aes-256-cbc"];
-
-    /// <summary>Options of the original that this build accepts but cannot carry out yet.</summary>
-    public List<string> Unsupported { get; init; } = [];
 
     public static readonly IReadOnlyList<OptionSpec> Specs =
     [
@@ -51,6 +52,7 @@ public sealed record MemcrArguments
         new('c', "checksum", ArgumentKind.None),
         new('e', "encrypt", ArgumentKind.Optional, Values: Ciphers),
         new('\0', "key-file", ArgumentKind.Required),
+        new('\0', "listen-address", ArgumentKind.Required),
         new('t', "timeout", ArgumentKind.Required),
         new('V', "version", ArgumentKind.None),
         new('\0', "verbose", ArgumentKind.None),
@@ -81,10 +83,14 @@ public sealed record MemcrArguments
                 "checksum" => result with { Checksum = true },
                 "encrypt" => result with { Encryption = ParseCipher(o.Value) },
                 "key-file" => result with { KeyFile = o.Value },
+                "listen" => result with { Listen = o.Value },
+                "listen-gid" => result with { ListenGid = ParseGid(o.Value!) },
+                "listen-address" => result with { ListenAddress = o.Value },
+                "timeout" => result with { Timeout = ParseTimeout(o.Value!) },
                 // The original's parasite socket: we inject no parasite, so there is no socket to place.
                 "parasite-socket-dir" => result with { ParasiteSocketDir = o.Value },
                 "parasite-socket-gid" or "parasite-socket-netns" => result,
-                _ => result with { Unsupported = [.. result.Unsupported, $"-{o.Spec.Short} (--{o.Spec.Long})"] },
+                _ => throw new GetOptException($"option '--{o.Spec.Long}' is not handled"),
             };
         }
         if (result.KeyFile is not null && result.Encryption == Encryption.None)
@@ -92,6 +98,20 @@ public sealed record MemcrArguments
         if (result.Encryption != Encryption.None && result.KeyFile is null && environment(KeyFileVariable) is { Length: > 0 } fromEnvironment)
             result = result with { KeyFile = fromEnvironment };
         return result;
+    }
+
+    private static int ParseGid(string text)
+    {
+        if (!int.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out int gid))
+            throw new GetOptException($"invalid group id '{text}': give a number");
+        return gid;
+    }
+
+    private static TimeSpan ParseTimeout(string text)
+    {
+        if (!double.TryParse(text, NumberStyles.AllowDecimalPoint, CultureInfo.InvariantCulture, out double seconds) || seconds <= 0 || seconds > 1e6)
+            throw new GetOptException($"invalid timeout '{text}': give seconds > 0");
+        return TimeSpan.FromSeconds(seconds);
     }
 
     private static Codec ParseCodec(string? name) => name switch
@@ -131,8 +151,11 @@ public sealed record MemcrArguments
           -G --parasite-socket-gid GID
                                      accepted for compatibility (see -S)
           -N --parasite-socket-netns accepted for compatibility (see -S)
-          -l --listen PORT|PATH      work as a service (not yet supported by this build)
-          -g --listen-gid GID        group of the service socket (not yet supported)
+          -l --listen PORT|PATH      work as a service: on TCP port PORT of 127.0.0.1, or on the
+                                     UNIX socket PATH (created; a stale one is replaced)
+          -g --listen-gid GID        give the UNIX socket this group and mode 0660
+             --listen-address ADDR   bind the TCP port to ADDR instead of 127.0.0.1 (anyone who
+                                     can reach it can freeze processes)
           -n --no-wait               checkpoint and restore at once, without waiting for enter
           -m --proc-mem              read pages through /proc/PID/mem instead of process_vm_readv
           -f --rss-file              also save written pages of private file mappings and drop
@@ -150,7 +173,8 @@ public sealed record MemcrArguments
              --key-file PATH         persistent key for -e (implies -e): 16, 24 or 32 bytes for
                                      aes-128/192/256, raw or as hex text. MEMCR_KEY_FILE names a key
                                      file when -e is given without --key-file
-          -t --timeout SEC           time limit of each operation (not yet supported)
+          -t --timeout SEC           bound each checkpoint (abandoned, the process left running)
+                                     and, in service mode, each restore's answer (fractions allowed)
           -V --version               print version and exit
              --verbose               more detail, and stack traces on errors
              --keep-cache            leave the image in the page cache (by default it is written

@@ -38,12 +38,17 @@ internal static class MemcrProgram
             Console.Out.WriteLine(VersionText);
             return 0;
         }
-        if (a.Unsupported.Count > 0)
+        if (a.Listen is not null && a.Pid is not null)
         {
-            Console.Error.WriteLine($"memcr: {string.Join(", ", a.Unsupported)}: not yet supported by this memcr");
+            Console.Error.WriteLine("memcr: -p and -l cannot be combined: -l makes memcr a service that takes pids from its clients");
             return 1;
         }
-        if (a.Pid is not int pid)
+        if (a.Listen is null && (a.ListenGid is not null || a.ListenAddress is not null))
+        {
+            Console.Error.WriteLine("memcr: -g and --listen-address go with -l");
+            return 1;
+        }
+        if (a.Listen is null && a.Pid is not int)
         {
             Console.Error.Write(MemcrArguments.Usage);
             Console.Error.WriteLine();
@@ -67,6 +72,9 @@ internal static class MemcrProgram
 
         var log = new Log(Console.Out, a.Verbose);
         log.Info(VersionText);
+        if (a.Listen is not null)
+            return ServiceProgram.Run(a, key, log);
+        int pid = a.Pid!.Value;
         if (a.ParasiteSocketDir is not null)
             log.Debug($"-S {a.ParasiteSocketDir}: no parasite socket is used");
         var options = new CheckpointOptions
@@ -96,7 +104,21 @@ internal static class MemcrProgram
 
         try
         {
-            using var session = CheckpointSession.Checkpoint(options, log, interrupted.Token);
+            using var timeout = new CancellationTokenSource();
+            if (a.Timeout is { } limit)
+                timeout.CancelAfter(limit);
+            using var cancel = CancellationTokenSource.CreateLinkedTokenSource(interrupted.Token, timeout.Token);
+            CheckpointSession session;
+            try
+            {
+                session = CheckpointSession.Checkpoint(options, log, cancel.Token);
+            }
+            catch (OperationCanceledException) when (timeout.IsCancellationRequested && !interrupted.IsCancellationRequested)
+            {
+                log.Error($"checkpoint timed out after {a.Timeout!.Value.TotalSeconds:0.###} s: abandoned, pid {pid} left running untouched");
+                return 1;
+            }
+            using var held = session;
             if (!a.NoWait)
                 WaitForEnter(session, log, interrupted.Token);
             session.Restore();

@@ -34,6 +34,13 @@ public sealed record CheckpointOptions
     /// <summary>Key for <see cref="Encryption"/> (from a key file); null: a random key that lives only in this process.</summary>
     public byte[]? Key { get; init; }
 
+    /// <summary>
+    /// Called once the image is complete and checked, just before the target is held in a group
+    /// stop and its memory dropped (the service writes its journal here). If it throws, the
+    /// checkpoint is abandoned and the target left running untouched.
+    /// </summary>
+    public Action<CheckpointSession>? BeforeDrop { get; init; }
+
     /// <summary>Threads used to compress and encrypt pages at checkpoint.</summary>
     public int EncodeThreads { get; init; } = Math.Max(1, Math.Min(Environment.ProcessorCount, 8));
 

@@ -33,20 +33,22 @@ public sealed class CheckpointSession : IDisposable
     private readonly Tracer _tracer;
     private readonly RemoteMemory _memory;
     private readonly CpuArchitecture _arch = CpuArchitecture.Current;
-    private readonly ulong _imageId = BitConverter.ToUInt64(RandomNumberGenerator.GetBytes(8));
+    private readonly ulong _imageId;
     private readonly byte[]? _key;
     private List<SelectedVma> _dropTargets = [];
     private bool _dropped;
     private bool _imageExists;
     private bool _over;
 
-    private CheckpointSession(CheckpointOptions options, Log log, Tracer tracer)
+    private CheckpointSession(CheckpointOptions options, Log log, Tracer tracer, ulong? imageId = null)
     {
+        _imageId = imageId ?? BitConverter.ToUInt64(RandomNumberGenerator.GetBytes(8));
         _options = options;
         _log = log;
         _tracer = tracer;
         _memory = new RemoteMemory(options.Pid);
-        if (options.Encryption != Encryption.None)
+        _key = options.Key;
+        if (options.Encryption != Encryption.None && imageId is null)
         {
             // Without a key file the key is random and lives only in this process, like the original's.
             _key = options.Key ?? RandomNumberGenerator.GetBytes(ImageCipher.KeyLength(options.Encryption));
@@ -54,6 +56,12 @@ public sealed class CheckpointSession : IDisposable
     }
 
     public int Pid => _options.Pid;
+
+    /// <summary>The random id of this checkpoint's image (its header's image id).</summary>
+    public ulong ImageId => _imageId;
+
+    /// <summary>The options this checkpoint was taken with.</summary>
+    public CheckpointOptions Options => _options;
 
     public string ImagePath => _options.ImagePath;
 
@@ -107,6 +115,34 @@ public sealed class CheckpointSession : IDisposable
         }
     }
 
+    /// <summary>
+    /// Takes over a process that another memcr checkpointed and left in a group stop when it died
+    /// (found through the service journal): seizes it, keeps it stopped, and makes
+    /// <see cref="Restore"/> write its memory back from the image <paramref name="imageId"/> and let it run.
+    /// </summary>
+    public static CheckpointSession Adopt(CheckpointOptions options, ulong imageId, Log log)
+    {
+        var status = TargetValidator.Validate(options.Pid);
+        if (status.State != 'T')
+            throw new CheckpointException($"pid {options.Pid} is not stopped (state {status.State}): it is not a checkpointed process waiting for its memory");
+        Tracer tracer;
+        try
+        {
+            tracer = Tracer.Seize(options.Pid, log.Debug);
+        }
+        catch (Exception e) when (e is ProcessGoneException or SyscallException)
+        {
+            throw new CheckpointException($"cannot take over pid {options.Pid}: {e.Message}", e);
+        }
+        tracer.TakeOverGroupStop();
+        return new CheckpointSession(options, log, tracer, imageId)
+        {
+            _dropped = true,
+            _imageExists = true,
+            ImageBytes = File.Exists(options.ImagePath) ? new FileInfo(options.ImagePath).Length : 0,
+        };
+    }
+
     private string Outcome() => _tracer.IsAlive ? "the target was left running untouched" : "the target has gone";
 
     private void Run(CancellationToken cancel)
@@ -135,6 +171,7 @@ public sealed class CheckpointSession : IDisposable
         VerifyWritten(plan);
         Lap("image check");
 
+        _options.BeforeDrop?.Invoke(this);
         // From here the target depends on the image. Hold it in a group stop first so that, should
         // memcr die, the target stays stopped rather than running on dropped memory.
         _tracer.HoldInGroupStop();
@@ -659,6 +696,8 @@ public sealed class CheckpointSession : IDisposable
             throw new ImageFormatException(ImagePath, 40, "this is not the image this checkpoint wrote (it was replaced)");
         if (image.Header.Pid != Pid)
             throw new ImageFormatException(ImagePath, 24, $"image is of pid {image.Header.Pid}, not {Pid}");
+        if (image.Header.Encryption != Encryption.None && _key is null)
+            throw new ImageFormatException(ImagePath, 23, "the image is encrypted and there is no key for it: a random key lives only in the memcr that made the image (a persistent one comes from --key-file)");
         if (image.Header.PageSize != Environment.SystemPageSize)
             throw new ImageFormatException(ImagePath, 16, $"image page size {image.Header.PageSize} differs from this system's {Environment.SystemPageSize}");
         // Reading is I/O-bound: keep more reads in flight than there are cores, with large readahead.

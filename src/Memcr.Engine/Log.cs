@@ -3,9 +3,13 @@ namespace Memcr.Engine;
 /// <summary>memcr's console log: each line prefixed as the original prints it.</summary>
 public sealed class Log(TextWriter output, bool debug = false)
 {
-    private readonly Lock _lock = new();
+    private Lock _lock = new();
+    private string _context = "";
 
     public bool DebugEnabled { get; } = debug;
+
+    /// <summary>A log to the same output whose lines start with <paramref name="context"/> (e.g. "pid 42: ").</summary>
+    public Log For(string context) => new(output, DebugEnabled) { _lock = _lock, _context = _context + context };
 
     /// <summary>"[-]": something failed.</summary>
     public void Error(string message) => Write("[-] ", message);
@@ -31,6 +35,7 @@ public sealed class Log(TextWriter output, bool debug = false)
         lock (_lock)
         {
             output.Write(prefix);
+            output.Write(_context);
             output.WriteLine(message);
             output.Flush();
         }

@@ -45,7 +45,8 @@ public static class TargetValidator
                 ? $"dump dir {dir} is not a directory"
                 : $"dump dir {dir} does not exist");
         }
-        string probe = Path.Combine(dir, $".memcr-probe-{Environment.ProcessId}");
+        // Unique per call: a service checks the directory for many checkpoints at once.
+        string probe = Path.Combine(dir, $".memcr-probe-{Environment.ProcessId}-{Guid.NewGuid():N}");
         try
         {
             using (File.Create(probe, 1, FileOptions.DeleteOnClose))

@@ -134,4 +134,42 @@ public static class FileOps
             Interop.Libc.munmap(addr, (nuint)length);
         }
     }
+
+    /// <summary>Gives <paramref name="path"/> the group <paramref name="gid"/> (owner unchanged).</summary>
+    public static void ChangeGroup(string path, int gid) =>
+        Errno.Check(Interop.Libc.chown(path, -1, gid), "chown", $"{path} (group {gid})");
+
+    /// <summary>
+    /// Raises the soft limit of open files to the hard limit (a service holds a socket per client
+    /// and files per target); returns the new soft limit.
+    /// </summary>
+    public static ulong RaiseOpenFileLimit()
+    {
+        if (Interop.Libc.getrlimit(Interop.Libc.RLIMIT_NOFILE, out var limit) != 0)
+            return 0;
+        if (limit.Current < limit.Max)
+        {
+            var raised = limit with { Current = limit.Max };
+            if (Interop.Libc.setrlimit(Interop.Libc.RLIMIT_NOFILE, raised) == 0)
+                return raised.Current;
+        }
+        return limit.Current;
+    }
+
+    /// <summary>The file type bits (S_IFMT) of <paramref name="path"/>, not following a symlink; null if it does not exist.</summary>
+    public static unsafe int? FileType(string path)
+    {
+        byte* buffer = stackalloc byte[256];
+        if (Interop.Libc.statx(Interop.Libc.AT_FDCWD, path, Interop.Libc.AT_SYMLINK_NOFOLLOW, Interop.Libc.STATX_TYPE, buffer) != 0)
+        {
+            int errno = Errno.Last;
+            if (errno == Errno.ENOENT)
+                return null;
+            throw new SyscallException("statx", path, errno);
+        }
+        return *(ushort*)(buffer + 28) & S_IFMT;
+    }
+
+    public const int S_IFMT = 0xF000;
+    public const int S_IFSOCK = 0xC000;
 }

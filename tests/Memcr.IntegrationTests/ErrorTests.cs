@@ -214,11 +214,20 @@ public sealed class ErrorTests
     }
 
     [Fact]
-    public void OptionsOfLaterIssues_AreRefusedClearly()
+    public void BadOptions_AreRefusedClearly()
     {
-        var output = Fails("-p", "1", "-l", "9000");
-        Assert.Contains("-l (--listen): not yet supported", output);
+        Assert.Contains("-p and -l cannot be combined", Fails("-p", "1", "-l", "9000"));
         Assert.Contains("invalid option -- 'q'", Fails("-q"));
+    }
+
+    [Fact]
+    public void Timeout_AbandonsTheCheckpoint_AndLeavesTheTargetRunningUntouched()
+    {
+        using var target = FifoTarget.StartMemtest(heapMb: 64);
+        string maps = target.Maps;
+        string output = Fails("-p", target.Pid.ToString(CultureInfo.InvariantCulture), "-n", "-t", "0.005");
+        Assert.Contains("checkpoint timed out after 0.005 s", output);
+        AssertUntouched(target, maps);
     }
 }
 

@@ -53,7 +53,6 @@ public sealed class GetOptTests
     {
         var a = MemcrArguments.Parse([.. args, "-p", "1"], _ => null);
         Assert.Equal((codec, checksum, encryption, 1), (a.Codec, a.Checksum, a.Encryption, a.Pid));
-        Assert.Empty(a.Unsupported);
     }
 
     [Fact]
@@ -84,6 +83,8 @@ public sealed class GetOptTests
     [InlineData(new[] { "-p", "0" }, "invalid pid 0: a pid must be > 0")]
     [InlineData(new[] { "-p", "-5" }, "invalid pid -5: a pid must be > 0")]
     [InlineData(new[] { "stray" }, "unexpected argument 'stray'")]
+    [InlineData(new[] { "-t", "0" }, "invalid timeout '0': give seconds > 0")]
+    [InlineData(new[] { "-g", "staff" }, "invalid group id 'staff': give a number")]
     [InlineData(new[] { "-z", "gzip" }, "invalid compression algorithm 'gzip': use lz4 or zstd")]
     [InlineData(new[] { "-zfoo" }, "invalid compression algorithm 'foo': use lz4 or zstd")]
     [InlineData(new[] { "-e", "des" }, "invalid cipher 'des': use one of aes-128-gcm, aes-192-gcm, aes-256-gcm, aes-128-cbc, aes-192-cbc, aes-256-cbc")]
@@ -95,17 +96,17 @@ public sealed class GetOptTests
     }
 
     [Fact]
-    public void OptionsOfLaterIssues_AreAcceptedButReportedUnsupported()
+    public void ServiceOptions_AreParsed()
     {
-        var a = MemcrArguments.Parse(["-p", "1", "-z", "-c", "-l", "9000", "-t", "5"]);
-        Assert.Equal(["-l (--listen)", "-t (--timeout)"], a.Unsupported);
+        var a = MemcrArguments.Parse(["-l", "/run/memcr.sock", "-g", "100", "-t", "2.5", "--listen-address", "0.0.0.0"]);
+        Assert.Equal(("/run/memcr.sock", 100, "0.0.0.0", TimeSpan.FromSeconds(2.5)), (a.Listen, a.ListenGid, a.ListenAddress, a.Timeout));
+        Assert.Equal("9000", MemcrArguments.Parse(["-l9000"]).Listen);
     }
 
     [Fact]
     public void ParasiteSocketOptions_AreAccepted()
     {
         var a = MemcrArguments.Parse(["-p", "1", "-S", "/run/memcr", "-G", "100", "-N"]);
-        Assert.Empty(a.Unsupported);
         Assert.Equal("/run/memcr", a.ParasiteSocketDir);
     }
 }

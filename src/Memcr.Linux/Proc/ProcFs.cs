@@ -114,6 +114,18 @@ public static class ProcFs
         return ulong.Parse(fields[6], CultureInfo.InvariantCulture);
     }
 
+    /// <summary>
+    /// The start time (22nd field of /proc/PID/stat, clock ticks after boot): with the pid it names
+    /// one process, even after the pid is reused.
+    /// </summary>
+    public static ulong ReadStartTime(int pid)
+    {
+        string stat = ReadText(pid, "stat");
+        int close = stat.LastIndexOf(')');
+        var fields = stat[(close + 2)..].Split(' ');
+        return ulong.Parse(fields[19], CultureInfo.InvariantCulture);
+    }
+
     public const ulong PF_KTHREAD = 0x00200000;
 }
 

@@ -395,6 +395,17 @@ public sealed class Tracer : IDisposable
         }
     }
 
+    /// <summary>
+    /// Makes a group stop that was already in effect when the process was seized ours: another
+    /// memcr put it there and died. <see cref="ReleaseGroupStop"/> will end it.
+    /// </summary>
+    public void TakeOverGroupStop()
+    {
+        if (!WasGroupStopped)
+            throw new InvalidOperationException($"pid {Pid} was not in a group stop when seized");
+        _holding = true;
+    }
+
     /// <summary>Ends the group stop started by <see cref="HoldInGroupStop"/> (SIGCONT, as `kill -CONT`).</summary>
     public void ReleaseGroupStop()
     {

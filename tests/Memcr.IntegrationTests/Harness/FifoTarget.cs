@@ -37,6 +37,13 @@ public sealed partial class FifoTarget : IDisposable
         return Start("memtest", dir => [exe, dir, heapMb.ToString(CultureInfo.InvariantCulture), fill]);
     }
 
+    /// <summary>Starts the small, mostly idle target (tests/targets/idle.c) holding <paramref name="mb"/> MiB.</summary>
+    public static FifoTarget StartIdle(int mb = 4)
+    {
+        string exe = Gcc.Build("idle");
+        return Start("idle", dir => [exe, dir, mb.ToString(CultureInfo.InvariantCulture)]);
+    }
+
     public static FifoTarget Start(string name, Func<string, string[]> command)
     {
         string dir = Repo.NewScratchDir(name);

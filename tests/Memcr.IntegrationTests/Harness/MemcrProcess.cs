@@ -16,9 +16,12 @@ public sealed class MemcrProcess : IDisposable
 
     public int Pid => _process.Id;
 
-    public static MemcrProcess Start(params string[] args)
+    public static MemcrProcess Start(params string[] args) => StartFile(Repo.Memcr, args);
+
+    /// <summary>Starts another program (e.g. memcr through setpriv), its output collected the same way.</summary>
+    public static MemcrProcess StartFile(string file, params string[] args)
     {
-        var psi = new ProcessStartInfo(Repo.Memcr)
+        var psi = new ProcessStartInfo(file)
         {
             RedirectStandardInput = true,
             RedirectStandardOutput = true,

@@ -29,6 +29,9 @@ public static class Repo
         }
     }
 
+    /// <summary>The memcr-client binary built by ./build.sh, next to memcr.</summary>
+    public static string MemcrClient => Path.Combine(Path.GetDirectoryName(Memcr)!, "memcr-client");
+
     /// <summary>Scratch space on a disk-backed file system (/tmp may be tmpfs elsewhere).</summary>
     public static string NewScratchDir(string name)
     {

@@ -1,0 +1,61 @@
+using System.Net;
+using System.Runtime.InteropServices;
+using Memcr.Cli;
+using Memcr.Engine;
+using Memcr.Service;
+
+/// <summary>memcr -l PORT|PATH: the service, until SIGTERM or SIGINT.</summary>
+internal static class ServiceProgram
+{
+    public static int Run(MemcrArguments a, byte[]? key, Log log)
+    {
+        IPAddress address = IPAddress.Loopback;
+        if (a.ListenAddress is not null && !IPAddress.TryParse(a.ListenAddress, out address!))
+        {
+            log.Error($"--listen-address {a.ListenAddress}: not an IP address");
+            return 1;
+        }
+        var options = new ServiceOptions
+        {
+            Listen = a.Listen!,
+            ListenAddress = address,
+            SocketGroup = a.ListenGid,
+            Timeout = a.Timeout,
+            PersistentKey = key is not null,
+            Version = MemcrProgram.VersionText,
+            Checkpoint = new CheckpointOptions
+            {
+                Pid = 0,
+                DumpDir = Path.GetFullPath(a.DumpDir),
+                UseProcMem = a.ProcMem,
+                IncludeFileMappings = a.RssFile,
+                KeepImageCached = a.KeepCache,
+                Codec = a.Codec,
+                Checksum = a.Checksum,
+                Encryption = a.Encryption,
+                Key = key,
+            },
+        };
+        using var service = new MemcrService(options, log);
+        try
+        {
+            service.Start();
+        }
+        catch (Exception e) when (e is IOException or System.Net.Sockets.SocketException or CheckpointException
+                                   or UnauthorizedAccessException or Memcr.Linux.SyscallException or ArgumentException)
+        {
+            log.Error($"cannot start the service on {a.Listen}: {e.Message}");
+            return 1;
+        }
+        void OnSignal(PosixSignalContext context)
+        {
+            context.Cancel = true;
+            log.Info($"{context.Signal}: stopping (no new checkpoints; held processes are restored)");
+            service.Stop();
+        }
+        using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, OnSignal);
+        using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, OnSignal);
+        service.RunAsync().GetAwaiter().GetResult();
+        return 0;
+    }
+}

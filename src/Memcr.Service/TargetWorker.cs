@@ -1,0 +1,229 @@
+using System.Collections.Concurrent;
+using Memcr.Client;
+using Memcr.Engine;
+using Memcr.Linux.Proc;
+
+namespace Memcr.Service;
+
+/// <summary>
+/// One process the service holds, on a thread of its own: the thread that seizes a process is its
+/// tracer, and one slow or failing target never holds up another. It checkpoints (or takes over a
+/// process a dead memcr left frozen), then watches the frozen process until a restore comes or the
+/// process dies.
+/// </summary>
+internal sealed class TargetWorker : IDisposable
+{
+    private readonly CheckpointOptions _options;
+    private readonly Log _log;
+    private readonly TimeSpan? _timeout;
+    private readonly JournalEntry? _adopt;
+    private readonly bool _persistentKey;
+    private readonly Action<TargetWorker> _gone;
+    private readonly CancellationTokenSource _abort = new();
+    private readonly BlockingCollection<TaskCompletionSource<MemcrResponse>> _restores = [];
+    private readonly TaskCompletionSource<MemcrResponse> _checkpointed = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private readonly TaskCompletionSource _ended = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private volatile string _state;
+
+    private TargetWorker(CheckpointOptions options, Log log, TimeSpan? timeout, JournalEntry? adopt, bool persistentKey, Action<TargetWorker> gone)
+    {
+        _options = options;
+        _log = log;
+        _timeout = timeout;
+        _adopt = adopt;
+        _persistentKey = persistentKey;
+        _gone = gone;
+        _state = adopt is null ? "checkpointing" : "taking over";
+        Since = adopt?.Since ?? DateTimeOffset.UtcNow;
+    }
+
+    public int Pid => _options.Pid;
+
+    /// <summary>checkpointing, checkpointed, restoring (or "taking over" for a process found in the journal).</summary>
+    public string State => _state;
+
+    public DateTimeOffset Since { get; private set; }
+
+    public bool Adopted => _adopt is not null;
+
+    public JournalEntry? Entry { get; private set; }
+
+    /// <summary>The answer to the checkpoint request (for taken-over processes: whether the take-over worked).</summary>
+    public Task<MemcrResponse> Checkpointed => _checkpointed.Task;
+
+    /// <summary>Completes when the worker has let go of its process (restored, failed or gone).</summary>
+    public Task Ended => _ended.Task;
+
+    public static TargetWorker Checkpoint(CheckpointOptions options, Log log, TimeSpan? timeout, bool persistentKey, Action<TargetWorker> gone)
+    {
+        var w = new TargetWorker(options, log, timeout, null, persistentKey, gone);
+        w.Start();
+        return w;
+    }
+
+    public static TargetWorker TakeOver(CheckpointOptions options, JournalEntry entry, Log log, Action<TargetWorker> gone)
+    {
+        var w = new TargetWorker(options, log, null, entry, entry.PersistentKey, gone) { Entry = entry };
+        w.Start();
+        return w;
+    }
+
+    private void Start()
+    {
+        new Thread(Run) { Name = $"memcr pid {Pid}", IsBackground = true }.Start();
+    }
+
+    /// <summary>
+    /// Asks for the process's memory back. During a checkpoint this aborts it (the process is left
+    /// running as it was, which is what the restore asked for).
+    /// </summary>
+    public async Task<MemcrResponse> RestoreAsync()
+    {
+        if (!_checkpointed.Task.IsCompleted)
+        {
+            _log.Info("restore requested while the checkpoint is running: aborting the checkpoint");
+            try
+            {
+                await _abort.CancelAsync().ConfigureAwait(false);
+            }
+            catch (ObjectDisposedException)
+            {
+                // The worker ended meanwhile.
+            }
+        }
+        if (await _checkpointed.Task.ConfigureAwait(false) != MemcrResponse.Ok)
+            return _adopt is null ? MemcrResponse.Ok : MemcrResponse.Error; // never checkpointed: it runs on its own memory
+        var done = new TaskCompletionSource<MemcrResponse>(TaskCreationOptions.RunContinuationsAsynchronously);
+        try
+        {
+            _restores.Add(done);
+        }
+        catch (Exception e) when (e is InvalidOperationException or ObjectDisposedException)
+        {
+            return MemcrResponse.Error; // the process is gone meanwhile
+        }
+        return await done.Task.ConfigureAwait(false);
+    }
+
+    private void Run()
+    {
+        CheckpointSession? session = null;
+        try
+        {
+            session = _adopt is null ? DoCheckpoint() : DoTakeOver();
+            if (session is null)
+                return;
+            _state = "checkpointed";
+            _checkpointed.SetResult(MemcrResponse.Ok);
+            Watch(session);
+        }
+        finally
+        {
+            _restores.CompleteAdding();
+            while (_restores.TryTake(out var late))
+                late.TrySetResult(MemcrResponse.Error);
+            _checkpointed.TrySetResult(MemcrResponse.Error);
+            _gone(this);
+            _ended.TrySetResult();
+            Dispose();
+        }
+    }
+
+    public void Dispose()
+    {
+        _abort.Dispose();
+        _restores.Dispose();
+    }
+
+    private CheckpointSession? DoCheckpoint()
+    {
+        using var timeout = _timeout is { } t ? new CancellationTokenSource(t) : new CancellationTokenSource();
+        using var cancel = CancellationTokenSource.CreateLinkedTokenSource(_abort.Token, timeout.Token);
+        var options = _options with { BeforeDrop = WriteJournal };
+        try
+        {
+            var session = CheckpointSession.Checkpoint(options, _log, cancel.Token);
+            if (Entry is { } entry)
+            {
+                Entry = entry with { RssSavedKb = session.Before.VmRss - session.After.VmRss };
+                Journal.Write(_options.DumpDir, Entry);
+            }
+            return session;
+        }
+        catch (OperationCanceledException)
+        {
+            _log.Error(timeout.IsCancellationRequested
+                ? $"checkpoint timed out after {_timeout!.Value.TotalSeconds:0.###} s: abandoned, the process was left running untouched"
+                : "checkpoint aborted by a restore request: the process was left running untouched");
+        }
+        catch (Exception e) when (e is CheckpointException or IOException or UnauthorizedAccessException)
+        {
+            _log.Error(e.Message);
+        }
+        Journal.Delete(_options.DumpDir, Pid);
+        return null;
+    }
+
+    private void WriteJournal(CheckpointSession s)
+    {
+        var entry = new JournalEntry(Pid, ProcFs.ReadStartTime(Pid), s.ImagePath, s.ImageId, _options.Codec, _options.Encryption,
+            _persistentKey, _options.IncludeFileMappings, Since, s.ImageBytes, (long)s.SavedBytes, 0);
+        Journal.Write(_options.DumpDir, entry);
+        Entry = entry;
+    }
+
+    private CheckpointSession? DoTakeOver()
+    {
+        var entry = _adopt!;
+        if (entry.Encryption != Image.Encryption.None && !entry.PersistentKey)
+            _log.Error("its image is encrypted with a random key that died with the previous memcr: restoring it will fail and kill it");
+        try
+        {
+            var session = CheckpointSession.Adopt(_options, entry.ImageId, _log);
+            _log.Info($"taken over: frozen since {entry.Since:u}, image {entry.Image}");
+            return session;
+        }
+        catch (CheckpointException e)
+        {
+            _log.Error($"cannot take it over: {e.Message}");
+            return null;
+        }
+    }
+
+    private void Watch(CheckpointSession session)
+    {
+        using (session)
+        {
+            while (true)
+            {
+                if (_restores.TryTake(out var request, 100))
+                {
+                    _state = "restoring";
+                    var result = MemcrResponse.Error;
+                    try
+                    {
+                        session.Restore();
+                        result = MemcrResponse.Ok;
+                    }
+                    catch (Exception e) when (e is CheckpointException or IOException or UnauthorizedAccessException or InvalidOperationException)
+                    {
+                        _log.Error(e.Message);
+                    }
+                    Journal.Delete(_options.DumpDir, Pid);
+                    request.SetResult(result);
+                    return;
+                }
+                try
+                {
+                    session.Poll();
+                }
+                catch (TargetTerminatedException e)
+                {
+                    _log.Info($"{e.Message}; image removed");
+                    Journal.Delete(_options.DumpDir, Pid);
+                    return;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,84 @@
+/*
+ * A small, mostly idle checkpoint target for service tests that run many at once.
+ *
+ *   idle DIR MB
+ *
+ * Fills MB MiB of heap and a 64 KiB stack array with a pattern, starts one thread that sleeps in
+ * nanosleep() in a loop, writes "READY <pid>" to DIR/report and then answers commands from DIR/cmd
+ * like memtest: CHECK [RT] verifies everything and answers "REPORT ok=0|1 ...", EXIT exits.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static uint64_t mix(uint64_t x)
+{
+	x += 0x9e3779b97f4a7c15ull;
+	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+	x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+	return x ^ (x >> 31);
+}
+
+static volatile long sleeps;
+
+static void *sleeper(void *arg)
+{
+	(void)arg;
+	for (;;) {
+		struct timespec ts = { 0, 20 * 1000 * 1000 };
+		while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+			;
+		sleeps++;
+	}
+	return NULL;
+}
+
+int main(int argc, char **argv)
+{
+	char path[4096], line[256];
+	uint64_t stack_area[8192];
+	if (argc < 3) {
+		fprintf(stderr, "usage: idle DIR MB\n");
+		return 2;
+	}
+	size_t words = ((size_t)atol(argv[2]) << 20) / 8;
+	uint64_t *heap = malloc(words * 8);
+	if (!heap)
+		return 2;
+	for (size_t i = 0; i < words; i++)
+		heap[i] = (i % 3) ? mix(i) : 0;
+	for (size_t i = 0; i < 8192; i++)
+		stack_area[i] = mix(i + 77);
+	pthread_t t;
+	pthread_create(&t, NULL, sleeper, NULL);
+
+	snprintf(path, sizeof(path), "%s/report", argv[1]);
+	int report = open(path, O_WRONLY);
+	snprintf(path, sizeof(path), "%s/cmd", argv[1]);
+	FILE *cmd = fopen(path, "r");
+	if (report < 0 || !cmd)
+		return 2;
+	dprintf(report, "READY %d\n", getpid());
+	while (fgets(line, sizeof(line), cmd)) {
+		if (strncmp(line, "EXIT", 4) == 0)
+			return 0;
+		if (strncmp(line, "CHECK", 5) != 0)
+			continue;
+		long bad = -1;
+		for (size_t i = 0; i < words && bad < 0; i++)
+			if (heap[i] != ((i % 3) ? mix(i) : 0))
+				bad = (long)i;
+		for (size_t i = 0; i < 8192 && bad < 0; i++)
+			if (stack_area[i] != mix(i + 77))
+				bad = 1000000000L + (long)i;
+		dprintf(report, "REPORT ok=%d bad=%ld sleeps=%ld\n", bad < 0, bad, sleeps);
+	}
+	return 0;
+}
