@@ -100,11 +100,24 @@ public sealed record MemcrArguments
         return result;
     }
 
+    /// <summary>A group id, or a group name looked up in /etc/group.</summary>
     private static int ParseGid(string text)
     {
-        if (!int.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out int gid))
-            throw new GetOptException($"invalid group id '{text}': give a number");
-        return gid;
+        if (int.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out int gid))
+            return gid;
+        try
+        {
+            foreach (string line in File.ReadLines("/etc/group"))
+            {
+                var fields = line.Split(':');
+                if (fields.Length > 2 && fields[0] == text && int.TryParse(fields[2], NumberStyles.None, CultureInfo.InvariantCulture, out gid))
+                    return gid;
+            }
+        }
+        catch (IOException)
+        {
+        }
+        throw new GetOptException($"invalid group '{text}': not a group id, nor a group in /etc/group");
     }
 
     private static TimeSpan ParseTimeout(string text)
@@ -153,7 +166,7 @@ public sealed record MemcrArguments
           -N --parasite-socket-netns accepted for compatibility (see -S)
           -l --listen PORT|PATH      work as a service: on TCP port PORT of 127.0.0.1, or on the
                                      UNIX socket PATH (created; a stale one is replaced)
-          -g --listen-gid GID        give the UNIX socket this group and mode 0660
+          -g --listen-gid GID        give the UNIX socket this group (id or name) and mode 0660
              --listen-address ADDR   bind the TCP port to ADDR instead of 127.0.0.1 (anyone who
                                      can reach it can freeze processes)
           -n --no-wait               checkpoint and restore at once, without waiting for enter

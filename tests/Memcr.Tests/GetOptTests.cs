@@ -84,7 +84,7 @@ public sealed class GetOptTests
     [InlineData(new[] { "-p", "-5" }, "invalid pid -5: a pid must be > 0")]
     [InlineData(new[] { "stray" }, "unexpected argument 'stray'")]
     [InlineData(new[] { "-t", "0" }, "invalid timeout '0': give seconds > 0")]
-    [InlineData(new[] { "-g", "staff" }, "invalid group id 'staff': give a number")]
+    [InlineData(new[] { "-g", "no-such-group-here" }, "invalid group 'no-such-group-here': not a group id, nor a group in /etc/group")]
     [InlineData(new[] { "-z", "gzip" }, "invalid compression algorithm 'gzip': use lz4 or zstd")]
     [InlineData(new[] { "-zfoo" }, "invalid compression algorithm 'foo': use lz4 or zstd")]
     [InlineData(new[] { "-e", "des" }, "invalid cipher 'des': use one of aes-128-gcm, aes-192-gcm, aes-256-gcm, aes-128-cbc, aes-192-cbc, aes-256-cbc")]
@@ -101,6 +101,7 @@ public sealed class GetOptTests
         var a = MemcrArguments.Parse(["-l", "/run/memcr.sock", "-g", "100", "-t", "2.5", "--listen-address", "0.0.0.0"]);
         Assert.Equal(("/run/memcr.sock", 100, "0.0.0.0", TimeSpan.FromSeconds(2.5)), (a.Listen, a.ListenGid, a.ListenAddress, a.Timeout));
         Assert.Equal("9000", MemcrArguments.Parse(["-l9000"]).Listen);
+        Assert.Equal(0, MemcrArguments.Parse(["-l", "x", "-g", "root"]).ListenGid);
     }
 
     [Fact]
