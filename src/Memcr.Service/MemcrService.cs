@@ -142,9 +142,9 @@ public sealed class MemcrService : IDisposable
                 log.Info(same
                     ? $"found in the journal but not stopped (state {state}): it was let run by someone else; forgetting it"
                     : "found in the journal but gone: removing its image");
+                // Either way its image is of no use any more.
                 Journal.Delete(dir, entry.Pid);
-                if (!same)
-                    TryDelete(entry.Image);
+                TryDelete(entry.Image);
                 continue;
             }
             var options = _options.Checkpoint with
@@ -274,6 +274,10 @@ public sealed class MemcrService : IDisposable
         catch (Exception e) when (e is SocketException or ObjectDisposedException or IOException)
         {
             // The client went away; what it asked for has been (or is being) done all the same.
+        }
+        catch (Exception e)
+        {
+            _log.Error($"internal error serving {peer}: {e}");
         }
     }
 

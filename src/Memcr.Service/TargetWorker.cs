@@ -117,6 +117,12 @@ internal sealed class TargetWorker : IDisposable
             _checkpointed.SetResult(MemcrResponse.Ok);
             Watch(session);
         }
+        catch (Exception e)
+        {
+            // Never take the whole service down: this process is given back (Watch disposes its
+            // session, which restores it) or was never touched.
+            _log.Error($"internal error: {e}");
+        }
         finally
         {
             _restores.CompleteAdding();

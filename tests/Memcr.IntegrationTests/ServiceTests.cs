@@ -362,6 +362,34 @@ public sealed class ServiceTests
     }
 
     [Fact]
+    public async Task Journal_EntriesOfGoneOrRunningProcesses_AreForgotten_AndTheProcessesLeftAlone()
+    {
+        string dir = Repo.NewScratchDir("journal");
+        using var running = FifoTarget.StartIdle(4);
+        string startTime = File.ReadAllText($"/proc/{running.Pid}/stat").Split(')')[1].Split(' ', StringSplitOptions.RemoveEmptyEntries)[19];
+        void Entry(int pid, string start)
+        {
+            File.WriteAllText(Path.Combine(dir, $"pages-{pid}.img"), "stale");
+            File.WriteAllText(Path.Combine(dir, $"memcr-{pid}.journal"), $$"""
+                {"pid": {{pid}}, "start_time": {{start}}, "image": "{{dir}}/pages-{{pid}}.img", "image_id": "00000000000000aa",
+                 "codec": 0, "encryption": 0, "persistent_key": false, "file_pages": false,
+                 "since": "2026-01-01T00:00:00+00:00", "image_bytes": 5, "saved_bytes": 4096, "rss_saved_kb": 4}
+                """);
+        }
+        Entry(4194303, "12345"); // no such process
+        Entry(running.Pid, startTime); // running: its memory was never dropped
+        File.WriteAllText(Path.Combine(dir, "memcr-77.journal"), "{ not json");
+        using var daemon = Daemon.Start(dir);
+        Assert.Empty((await daemon.Client.GetStatusAsync()).Processes);
+        Assert.Empty(Directory.GetFiles(dir, "pages-*"));
+        Assert.Equal([Path.Combine(dir, "memcr-77.journal")], Directory.GetFiles(dir, "memcr-*.journal"));
+        Assert.Contains("ignoring unreadable journal", daemon.Process.Output);
+        AssertRunning(running);
+        Assert.Equal(0, daemon.Stop());
+        Directory.Delete(dir, recursive: true);
+    }
+
+    [Fact]
     public async Task SigTerm_RestoresEveryHeldProcess_AndRemovesTheSocket()
     {
         string dir = Repo.NewScratchDir("sigterm");
