@@ -142,6 +142,20 @@ public sealed record MemcrArguments
         _ => throw new GetOptException($"invalid cipher '{name}': use one of {string.Join(", ", Ciphers)}"),
     };
 
+    /// <summary>The checkpoint options these arguments ask for (the service fills in each request's pid).</summary>
+    public Memcr.Engine.CheckpointOptions ToCheckpointOptions(int pid, byte[]? key) => new()
+    {
+        Pid = pid,
+        DumpDir = DumpDir,
+        UseProcMem = ProcMem,
+        IncludeFileMappings = RssFile,
+        KeepImageCached = KeepCache,
+        Codec = Codec,
+        Checksum = Checksum,
+        Encryption = Encryption,
+        Key = key,
+    };
+
     private static int ParsePid(string text)
     {
         if (!int.TryParse(text, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out int pid))

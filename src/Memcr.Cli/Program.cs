@@ -77,18 +77,7 @@ internal static class MemcrProgram
         int pid = a.Pid!.Value;
         if (a.ParasiteSocketDir is not null)
             log.Debug($"-S {a.ParasiteSocketDir}: no parasite socket is used");
-        var options = new CheckpointOptions
-        {
-            Pid = pid,
-            DumpDir = a.DumpDir,
-            UseProcMem = a.ProcMem,
-            IncludeFileMappings = a.RssFile,
-            KeepImageCached = a.KeepCache,
-            Codec = a.Codec,
-            Checksum = a.Checksum,
-            Encryption = a.Encryption,
-            Key = key,
-        };
+        var options = a.ToCheckpointOptions(pid, key);
 
         using var interrupted = new CancellationTokenSource();
         int caught = 0;

@@ -23,18 +23,7 @@ internal static class ServiceProgram
             Timeout = a.Timeout,
             PersistentKey = key is not null,
             Version = MemcrProgram.VersionText,
-            Checkpoint = new CheckpointOptions
-            {
-                Pid = 0,
-                DumpDir = Path.GetFullPath(a.DumpDir),
-                UseProcMem = a.ProcMem,
-                IncludeFileMappings = a.RssFile,
-                KeepImageCached = a.KeepCache,
-                Codec = a.Codec,
-                Checksum = a.Checksum,
-                Encryption = a.Encryption,
-                Key = key,
-            },
+            Checkpoint = a.ToCheckpointOptions(0, key) with { DumpDir = Path.GetFullPath(a.DumpDir) },
         };
         using var service = new MemcrService(options, log);
         try

@@ -156,26 +156,7 @@ public sealed class ErrorTests
         string image = Path.Combine(dir, $"pages-{target.Pid}.img");
         using var memcr = MemcrProcess.Start("-p", target.Pid.ToString(), "-d", dir);
         memcr.WaitForPrompt();
-        long length = new FileInfo(image).Length;
-        switch (damage)
-        {
-            case "flip":
-                using (var f = File.OpenHandle(image, FileMode.Open, FileAccess.ReadWrite))
-                {
-                    var b = new byte[1];
-                    RandomAccess.Read(f, b, length / 2);
-                    b[0] ^= 0x10;
-                    RandomAccess.Write(f, b, length / 2);
-                }
-                break;
-            case "truncate":
-                using (var f = File.OpenHandle(image, FileMode.Open, FileAccess.ReadWrite))
-                    RandomAccess.SetLength(f, length / 2);
-                break;
-            default:
-                File.Delete(image);
-                break;
-        }
+        ImageDamage.Apply(image, damage);
         memcr.PressEnter();
         Assert.NotEqual(0, memcr.WaitForExit());
         Assert.Contains(message, memcr.Output);

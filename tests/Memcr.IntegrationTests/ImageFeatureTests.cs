@@ -137,34 +137,22 @@ public sealed class ImageFeatureTests
         string[] extra = options.Split(' ');
         using var memcr = MemcrProcess.Start(["-p", target.Pid.ToString(), "-d", dir, .. extra]);
         memcr.WaitForPrompt();
-        long length = new FileInfo(image).Length;
-        switch (damage)
+        if (damage == "swap")
         {
-            case "flip":
-                using (var f = File.OpenHandle(image, FileMode.Open, FileAccess.ReadWrite))
-                {
-                    var b = new byte[1];
-                    RandomAccess.Read(f, b, length / 2);
-                    b[0] ^= 0x10;
-                    RandomAccess.Write(f, b, length / 2);
-                }
-                break;
-            case "truncate":
-                using (var f = File.OpenHandle(image, FileMode.Open, FileAccess.ReadWrite))
-                    RandomAccess.SetLength(f, length / 2);
-                break;
-            default:
-                // An image of another process, written by another memcr, put in its place.
-                string otherDir = Repo.NewScratchDir("other");
-                using (var second = MemcrProcess.Start(["-p", other.Pid.ToString(), "-d", otherDir, .. extra]))
-                {
-                    second.WaitForPrompt();
-                    File.Copy(Path.Combine(otherDir, $"pages-{other.Pid}.img"), image, overwrite: true);
-                    second.PressEnter();
-                    Assert.True(second.WaitForExit() == 0, second.Output);
-                }
-                other.AssertIntact();
-                break;
+            // An image of another process, written by another memcr, put in its place.
+            string otherDir = Repo.NewScratchDir("other");
+            using (var second = MemcrProcess.Start(["-p", other.Pid.ToString(), "-d", otherDir, .. extra]))
+            {
+                second.WaitForPrompt();
+                File.Copy(Path.Combine(otherDir, $"pages-{other.Pid}.img"), image, overwrite: true);
+                second.PressEnter();
+                Assert.True(second.WaitForExit() == 0, second.Output);
+            }
+            other.AssertIntact();
+        }
+        else
+        {
+            ImageDamage.Apply(image, damage);
         }
         memcr.PressEnter();
         Assert.NotEqual(0, memcr.WaitForExit());

@@ -196,9 +196,9 @@ public sealed class ServiceTests
         }
 
         // Still serving: a real checkpoint and restore.
-        Assert.Equal(MemcrResponse.Ok, (await daemon.Client.CheckpointAsync(target.Pid)));
+        Assert.Equal(MemcrResponse.Ok, await daemon.Client.CheckpointAsync(target.Pid));
         AssertFrozen(target);
-        Assert.Equal(MemcrResponse.Ok, (await daemon.Client.RestoreAsync(target.Pid)));
+        Assert.Equal(MemcrResponse.Ok, await daemon.Client.RestoreAsync(target.Pid));
         AssertRunning(target);
 
         hanging.Dispose();
@@ -222,14 +222,14 @@ public sealed class ServiceTests
             for (int i = 0; i < 64; i++)
                 targets.Add(FifoTarget.StartIdle(4));
             var client = daemon.Client;
-            var results = (await Task.WhenAll(targets.Select(t => client.CheckpointAsync(t.Pid))));
+            var results = await Task.WhenAll(targets.Select(t => client.CheckpointAsync(t.Pid)));
             Assert.True(results.All(r => r == MemcrResponse.Ok), string.Join('\n', daemon.Process.Output.Split('\n').Where(l => l.StartsWith("[-]", StringComparison.Ordinal))));
             targets.ForEach(AssertFrozen);
-            var status = (await client.GetStatusAsync());
+            var status = await client.GetStatusAsync();
             Assert.Equal(64, status.Processes.Count(p => p.State == "checkpointed"));
             Assert.Equal(64, Directory.GetFiles(dir, "memcr-*.journal").Length);
 
-            results = (await Task.WhenAll(targets.Select(t => client.RestoreAsync(t.Pid))));
+            results = await Task.WhenAll(targets.Select(t => client.RestoreAsync(t.Pid)));
             Assert.All(results, r => Assert.Equal(MemcrResponse.Ok, r));
             targets.ForEach(AssertRunning);
             Assert.Empty((await client.GetStatusAsync()).Processes);
@@ -251,9 +251,9 @@ public sealed class ServiceTests
         string maps = target.Maps;
         var checkpoint = daemon.Client.CheckpointAsync(target.Pid);
         daemon.Process.WaitFor($"pid {target.Pid}: downloading pages");
-        var restore = (await daemon.Client.RestoreAsync(target.Pid));
+        var restore = await daemon.Client.RestoreAsync(target.Pid);
         Assert.Equal(MemcrResponse.Ok, restore);
-        Assert.Equal(MemcrResponse.Error, (await checkpoint));
+        Assert.Equal(MemcrResponse.Error, await checkpoint);
         Assert.Contains("checkpoint aborted by a restore request", daemon.Process.Output);
         Assert.Equal(maps, target.Maps);
         AssertRunning(target);
@@ -269,7 +269,7 @@ public sealed class ServiceTests
         string dir = Repo.NewScratchDir("timeout");
         using var daemon = Daemon.Start(dir, extra: ["-t", "0.005"]);
         using var target = FifoTarget.StartMemtest(heapMb: 64);
-        Assert.Equal(MemcrResponse.Error, (await daemon.Client.CheckpointAsync(target.Pid)));
+        Assert.Equal(MemcrResponse.Error, await daemon.Client.CheckpointAsync(target.Pid));
         Assert.Contains("checkpoint timed out after 0.005 s", daemon.Process.Output);
         AssertRunning(target);
         Assert.Empty(Directory.GetFiles(dir, "pages-*"));
@@ -283,7 +283,7 @@ public sealed class ServiceTests
         string dir = Repo.NewScratchDir("dies");
         using var daemon = Daemon.Start(dir);
         using var target = FifoTarget.StartIdle(4);
-        Assert.Equal(MemcrResponse.Ok, (await daemon.Client.CheckpointAsync(target.Pid)));
+        Assert.Equal(MemcrResponse.Ok, await daemon.Client.CheckpointAsync(target.Pid));
         target.Signal(Signals.SIGKILL);
         var sw = Stopwatch.StartNew();
         while ((await daemon.Client.GetStatusAsync()).Processes.Count > 0 && sw.Elapsed < TimeSpan.FromSeconds(10))
@@ -292,7 +292,7 @@ public sealed class ServiceTests
         Assert.Empty(Directory.GetFiles(dir, "pages-*"));
         Assert.Empty(Directory.GetFiles(dir, "memcr-*.journal"));
         Assert.Contains($"target pid {target.Pid} terminated by SIGKILL while checkpointed", daemon.Process.Output);
-        Assert.Equal(MemcrResponse.Error, (await daemon.Client.RestoreAsync(target.Pid)));
+        Assert.Equal(MemcrResponse.Error, await daemon.Client.RestoreAsync(target.Pid));
         Assert.Equal(0, daemon.Stop());
         Directory.Delete(dir, recursive: true);
     }
@@ -309,7 +309,7 @@ public sealed class ServiceTests
         while ((await daemon.Client.GetStatusAsync()).Processes.All(p => p.State != "checkpointed") && sw.Elapsed < TimeSpan.FromSeconds(30))
             Thread.Sleep(20);
         AssertFrozen(target);
-        Assert.Equal(MemcrResponse.Ok, (await daemon.Client.RestoreAsync(target.Pid)));
+        Assert.Equal(MemcrResponse.Ok, await daemon.Client.RestoreAsync(target.Pid));
         AssertRunning(target);
         Assert.Equal(0, daemon.Stop());
         Directory.Delete(dir, recursive: true);
@@ -328,7 +328,7 @@ public sealed class ServiceTests
             using (var first = Daemon.Start(dir, extra: options))
             {
                 foreach (var t in targets)
-                    Assert.Equal(MemcrResponse.Ok, (await first.Client.CheckpointAsync(t.Pid)));
+                    Assert.Equal(MemcrResponse.Ok, await first.Client.CheckpointAsync(t.Pid));
                 first.Process.Signal(Signals.SIGKILL);
                 first.Process.WaitForExit();
             }
@@ -344,11 +344,11 @@ public sealed class ServiceTests
             Assert.True(File.Exists(Path.Combine(dir, "memcr.sock")), "the dead daemon's socket is left behind");
 
             using var second = Daemon.Start(dir, extra: options);
-            var status = (await second.Client.GetStatusAsync());
+            var status = await second.Client.GetStatusAsync();
             Assert.Equal(targets.Select(t => t.Pid).Order(), status.Processes.Select(p => p.Pid).Order());
             Assert.All(status.Processes, p => Assert.True(p.Adopted && p.State == "checkpointed", $"{p.Pid}: {p.State}"));
             foreach (var t in targets)
-                Assert.Equal(MemcrResponse.Ok, (await second.Client.RestoreAsync(t.Pid)));
+                Assert.Equal(MemcrResponse.Ok, await second.Client.RestoreAsync(t.Pid));
             targets.ForEach(AssertRunning);
             Assert.Empty(Directory.GetFiles(dir, "memcr-*.journal"));
             Assert.Empty(Directory.GetFiles(dir, "pages-*"));
@@ -396,8 +396,8 @@ public sealed class ServiceTests
         using var daemon = Daemon.Start(dir, extra: ["-c"]);
         using var a = FifoTarget.StartIdle(4);
         using var b = FifoTarget.StartMemtest(heapMb: 16);
-        Assert.Equal(MemcrResponse.Ok, (await daemon.Client.CheckpointAsync(a.Pid)));
-        Assert.Equal(MemcrResponse.Ok, (await daemon.Client.CheckpointAsync(b.Pid)));
+        Assert.Equal(MemcrResponse.Ok, await daemon.Client.CheckpointAsync(a.Pid));
+        Assert.Equal(MemcrResponse.Ok, await daemon.Client.CheckpointAsync(b.Pid));
         Assert.Equal(0, daemon.Stop());
         Assert.Contains("restoring 2 held processes", daemon.Process.Output);
         AssertRunning(a);
@@ -457,9 +457,9 @@ public sealed class ServiceTests
         Assert.Matches(@"Uid:\s+[1-9][0-9]*\s", status);
         // CAP_DAC_OVERRIDE (bit 1), CAP_KILL (5), CAP_SYS_PTRACE (19) and nothing else.
         Assert.Contains("CapEff:\t0000000000080022", status);
-        Assert.Equal(MemcrResponse.Ok, (await daemon.Client.CheckpointAsync(target.Pid)));
+        Assert.Equal(MemcrResponse.Ok, await daemon.Client.CheckpointAsync(target.Pid));
         AssertFrozen(target);
-        Assert.Equal(MemcrResponse.Ok, (await daemon.Client.RestoreAsync(target.Pid)));
+        Assert.Equal(MemcrResponse.Ok, await daemon.Client.RestoreAsync(target.Pid));
         AssertRunning(target);
         Assert.Equal(0, daemon.Stop());
         Directory.Delete(dir, recursive: true);

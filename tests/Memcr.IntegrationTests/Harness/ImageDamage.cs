@@ -1,0 +1,32 @@
+namespace Memcr.IntegrationTests.Harness;
+
+/// <summary>Ways a live image gets damaged while its process is checkpointed.</summary>
+public static class ImageDamage
+{
+    /// <summary>"flip": one bit in the middle; "truncate": cut in half; "delete": removed.</summary>
+    public static void Apply(string image, string damage)
+    {
+        long length = new FileInfo(image).Length;
+        switch (damage)
+        {
+            case "flip":
+                using (var f = File.OpenHandle(image, FileMode.Open, FileAccess.ReadWrite))
+                {
+                    var b = new byte[1];
+                    RandomAccess.Read(f, b, length / 2);
+                    b[0] ^= 0x10;
+                    RandomAccess.Write(f, b, length / 2);
+                }
+                break;
+            case "truncate":
+                using (var f = File.OpenHandle(image, FileMode.Open, FileAccess.ReadWrite))
+                    RandomAccess.SetLength(f, length / 2);
+                break;
+            case "delete":
+                File.Delete(image);
+                break;
+            default:
+                throw new ArgumentException($"unknown damage '{damage}'", nameof(damage));
+        }
+    }
+}
