@@ -125,11 +125,13 @@ internal sealed class TargetWorker : IDisposable
         }
         finally
         {
+            // Out of the service's table before any answer goes out: a client that checkpoints
+            // again right after its answer must not find this worker still there.
+            _gone(this);
             _restores.CompleteAdding();
             while (_restores.TryTake(out var late))
                 late.TrySetResult(MemcrResponse.Error);
             _checkpointed.TrySetResult(MemcrResponse.Error);
-            _gone(this);
             _ended.TrySetResult();
             Dispose();
         }
@@ -216,6 +218,7 @@ internal sealed class TargetWorker : IDisposable
                         _log.Error(e.Message);
                     }
                     Journal.Delete(_options.DumpDir, Pid);
+                    _gone(this);
                     request.SetResult(result);
                     return;
                 }

@@ -73,6 +73,12 @@ public sealed class ServiceTests
             // Checkpoint then restore on one connection, as memcr-client -c -r does.
             Assert.Equal(0, Ask(s, 101, target.Pid));
             Assert.False(s.Poll(200_000, SelectMode.SelectRead));
+            // And again at once, several times: each answer comes when the pid is free again.
+            for (int i = 0; i < 5; i++)
+            {
+                Assert.Equal(0, Ask(s, 100, target.Pid));
+                Assert.Equal(0, Ask(s, 101, target.Pid));
+            }
         }
         AssertRunning(target);
         Assert.Empty(Directory.GetFiles(dir, "pages-*"));
@@ -346,6 +352,13 @@ public sealed class ServiceTests
             using var second = Daemon.Start(dir, extra: options);
             var status = await second.Client.GetStatusAsync();
             Assert.Equal(targets.Select(t => t.Pid).Order(), status.Processes.Select(p => p.Pid).Order());
+            // Each is taken over on its own thread: "taking over", then "checkpointed".
+            var waited = Stopwatch.StartNew();
+            while (status.Processes.Any(p => p.State == "taking over") && waited.Elapsed < TimeSpan.FromSeconds(30))
+            {
+                await Task.Delay(20);
+                status = await second.Client.GetStatusAsync();
+            }
             Assert.All(status.Processes, p => Assert.True(p.Adopted && p.State == "checkpointed", $"{p.Pid}: {p.State}"));
             foreach (var t in targets)
                 Assert.Equal(MemcrResponse.Ok, await second.Client.RestoreAsync(t.Pid));
