@@ -41,6 +41,12 @@ public sealed record CheckpointOptions
     /// </summary>
     public Action<CheckpointSession>? BeforeDrop { get; init; }
 
+    /// <summary>
+    /// Pool the 4 MiB read buffers come from (a service shares one among all checkpoints to bound
+    /// its memory); null: six buffers of this checkpoint's own.
+    /// </summary>
+    public BufferPool? ReadBuffers { get; init; }
+
     /// <summary>Threads used to compress and encrypt pages at checkpoint.</summary>
     public int EncodeThreads { get; init; } = Math.Max(1, Math.Min(Environment.ProcessorCount, 8));
 

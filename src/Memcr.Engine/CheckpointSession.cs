@@ -21,7 +21,10 @@ public sealed class CheckpointSession : IDisposable
     private const int RecordBytes = 1 << 20;
 
     /// <summary>One process_vm_readv call fills a buffer of this size (up to IOV_MAX records).</summary>
-    private const int BatchBytes = 4 << 20;
+    private const int BatchBytes = ReadBufferBytes;
+
+    /// <summary>Size of a read buffer (see <see cref="CheckpointOptions.ReadBuffers"/>).</summary>
+    public const int ReadBufferBytes = 4 << 20;
 
     private const int Buffers = 6;
 
@@ -317,7 +320,11 @@ public sealed class CheckpointSession : IDisposable
         writer.WriteVmaTable(plan.Vmas);
 
         var buffers = new List<IDisposable>();
-        using var free = new BlockingCollection<AlignedBuffer>(Buffers);
+        // Read buffers come from the service's shared pool, or from one of this checkpoint's own.
+        if (_options.ReadBuffers is { Size: not BatchBytes } wrong)
+            throw new ArgumentException($"read buffers of {wrong.Size} bytes; checkpoints read {BatchBytes} bytes at a time");
+        using var ownPool = _options.ReadBuffers is null ? new BufferPool(Buffers, BatchBytes) : null;
+        using var free = (_options.ReadBuffers ?? ownPool!).Borrow();
         using var full = new BlockingCollection<Batch>(Buffers);
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancel);
         Exception? writeError = null;
@@ -329,12 +336,6 @@ public sealed class CheckpointSession : IDisposable
         var threads = new List<Thread>();
         try
         {
-            for (int i = 0; i < Buffers; i++)
-            {
-                var b = new AlignedBuffer(BatchBytes, pageSize);
-                buffers.Add(b);
-                free.Add(b, CancellationToken.None);
-            }
             if (packed)
                 threads.AddRange(PackedWriters(writer, cipher, free, full, buffers, Fail, stop.Token));
             else
@@ -377,7 +378,7 @@ public sealed class CheckpointSession : IDisposable
     }
 
     /// <summary>Plain images: writer threads put each record straight from the read buffer in its reserved place.</summary>
-    private List<Thread> PlainWriters(ImageWriter writer, Microsoft.Win32.SafeHandles.SafeFileHandle file, bool direct, BlockingCollection<AlignedBuffer> free,
+    private List<Thread> PlainWriters(ImageWriter writer, Microsoft.Win32.SafeHandles.SafeFileHandle file, bool direct, BufferPool.Lease free,
         BlockingCollection<Batch> full, Action<Exception> fail, CancellationToken stop)
     {
         // Two writers keep two direct writes in flight; through the page cache one is enough
@@ -391,7 +392,7 @@ public sealed class CheckpointSession : IDisposable
                 {
                     foreach (var (record, offset, checksum, slot) in batch.Records)
                         writer.WritePages(slot, batch.Buffer.Memory.Slice(offset, record.Length), checksum);
-                    free.Add(batch.Buffer, stop);
+                    free.Return(batch.Buffer);
                     if (!direct && !_options.KeepImageCached && batch.Records[^1].Slot.HeaderOffset - kicked >= WritebackStep)
                     {
                         long upTo = batch.Records[^1].Slot.HeaderOffset;
@@ -415,7 +416,7 @@ public sealed class CheckpointSession : IDisposable
     /// Packed images: encoder threads compress and encrypt batches in parallel into output buffers;
     /// one writer thread appends them to the image in file order.
     /// </summary>
-    private List<Thread> PackedWriters(ImageWriter writer, ImageCipher? cipher, BlockingCollection<AlignedBuffer> free,
+    private List<Thread> PackedWriters(ImageWriter writer, ImageCipher? cipher, BufferPool.Lease free,
         BlockingCollection<Batch> full, List<IDisposable> owned, Action<Exception> fail, CancellationToken stop)
     {
         int encoders = _options.EncodeThreads;
@@ -454,7 +455,7 @@ public sealed class CheckpointSession : IDisposable
                         headers.Add(h);
                         used += h.StoredLength;
                     }
-                    free.Add(batch.Buffer, stop);
+                    free.Return(batch.Buffer);
                     encoded.Add(new EncodedBatch(batch.Number, output, headers), stop);
                 }
             }
@@ -513,7 +514,7 @@ public sealed class CheckpointSession : IDisposable
         new($"cannot write image {ImagePath}: {e.Message}; the target was left running untouched", e);
 
     /// <summary>Reads the planned records in batches, checksums them, and hands them to the writer.</summary>
-    private void ReadBatches(CheckpointPlan plan, ImageWriter writer, BlockingCollection<AlignedBuffer> free, BlockingCollection<Batch> full, CancellationToken cancel)
+    private void ReadBatches(CheckpointPlan plan, ImageWriter writer, BufferPool.Lease free, BlockingCollection<Batch> full, CancellationToken cancel)
     {
         var transfers = new List<Transfer>(1024);
         bool packed = writer.Header.Packed;

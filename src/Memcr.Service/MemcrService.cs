@@ -48,6 +48,9 @@ public sealed class MemcrService : IDisposable
     private readonly Lock _lock = new();
     private readonly CancellationTokenSource _stop = new();
     private readonly List<Task> _connections = [];
+
+    /// <summary>Read buffers shared by every checkpoint: 16 of 4 MiB, however many run at once.</summary>
+    private readonly BufferPool _readBuffers = new(16, CheckpointSession.ReadBufferBytes);
     private Socket? _listener;
     private string? _socketPath;
     private volatile bool _stopping;
@@ -355,7 +358,7 @@ public sealed class MemcrService : IDisposable
                 return MemcrResponse.Error;
             }
             log.Step("checkpoint requested");
-            var options = _options.Checkpoint with { Pid = pid };
+            var options = _options.Checkpoint with { Pid = pid, ReadBuffers = _readBuffers };
             worker = TargetWorker.Checkpoint(options, log, _options.Timeout, _options.PersistentKey, Forget);
             _targets[pid] = worker;
         }
@@ -436,5 +439,6 @@ public sealed class MemcrService : IDisposable
     {
         _listener?.Dispose();
         _stop.Dispose();
+        _readBuffers.Dispose();
     }
 }

@@ -149,6 +149,7 @@ public sealed class ImageFeatureTests
                 Assert.True(second.WaitForExit() == 0, second.Output);
             }
             other.AssertIntact();
+            Directory.Delete(otherDir, recursive: true);
         }
         else
         {
