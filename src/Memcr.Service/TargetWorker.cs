@@ -153,8 +153,17 @@ internal sealed class TargetWorker : IDisposable
             var session = CheckpointSession.Checkpoint(options, _log, cancel.Token);
             if (Entry is { } entry)
             {
+                // The entry written before the drop is enough to take the process over; this one
+                // only adds the RSS given back, so failing to write it loses nothing.
                 Entry = entry with { RssSavedKb = session.Before.VmRss - session.After.VmRss };
-                Journal.Write(_options.DumpDir, Entry);
+                try
+                {
+                    Journal.Write(_options.DumpDir, Entry);
+                }
+                catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+                {
+                    _log.Error($"cannot update its journal entry: {e.Message}");
+                }
             }
             return session;
         }
