@@ -97,6 +97,17 @@ public sealed class ServiceTests
         Assert.Contains($"0100007F:{port}", listening);
         Assert.DoesNotContain($"00000000:{port}", listening);
         Assert.Equal(0, daemon.Stop());
+
+        // Every interface only when asked for, and a bad address is refused.
+        int any = Daemon.FreePort();
+        using (var open = Daemon.StartAt(any.ToString(CultureInfo.InvariantCulture), dir, ["--listen-address", "0.0.0.0"]))
+        {
+            Assert.Contains($"00000000:{any:X4}", File.ReadAllText("/proc/net/tcp"));
+            Assert.Equal(0, open.Stop());
+        }
+        var (code, output) = MemcrProcess.Run("-l", "9", "--listen-address", "localhost.example", "-d", dir);
+        Assert.Equal(1, code);
+        Assert.Contains("--listen-address localhost.example: not an IP address", output);
         Directory.Delete(dir, recursive: true);
     }
 
