@@ -111,6 +111,19 @@ public sealed class MemcrProcess : IDisposable
         return _process.ExitCode;
     }
 
+    /// <summary>
+    /// Presses Enter on a checkpoint whose image was damaged: memcr must refuse to restore, say
+    /// <paramref name="message"/>, and kill the target rather than let it run on dropped memory.
+    /// </summary>
+    public void AssertRestoreRefusedAndTargetKilled(FifoTarget target, string message)
+    {
+        PressEnter();
+        Assert.NotEqual(0, WaitForExit());
+        Assert.Contains(message, Output);
+        Assert.Contains($"pid {target.Pid} was killed with SIGKILL", Output);
+        Assert.True(target.WaitUntilDead(TimeSpan.FromSeconds(10)), "the target must not run on dropped memory");
+    }
+
     public void Signal(int signal) => Assert.Equal(0, Syscalls.Kill(_process.Id, signal));
 
     public void Dispose()
