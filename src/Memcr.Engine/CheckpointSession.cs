@@ -63,9 +63,6 @@ public sealed class CheckpointSession : IDisposable
     /// <summary>The random id of this checkpoint's image (its header's image id).</summary>
     public ulong ImageId => _imageId;
 
-    /// <summary>The options this checkpoint was taken with.</summary>
-    public CheckpointOptions Options => _options;
-
     public string ImagePath => _options.ImagePath;
 
     public RssStats Before { get; private set; }

@@ -270,9 +270,6 @@ public readonly record struct RecordHeader(
     }
 
     /// <summary>A plain (not compressed, not encrypted) record: stored bytes are the content.</summary>
-    public static RecordHeader ForPayload(RecordType type, ulong address, ReadOnlySpan<byte> payload, ulong sequence, ulong imageId) =>
-        Plain(type, address, payload.Length, sequence, ImageFormat.Hash(payload, imageId));
-
     public static RecordHeader Plain(RecordType type, ulong address, int length, ulong sequence, ulong checksum) =>
         new(type, Codec.None, ChecksumKind.XxHash3, Encryption.None, address, length, length, sequence, checksum, checksum);
 

@@ -1,5 +1,3 @@
-using System.Globalization;
-
 namespace Memcr.Image;
 
 /// <summary>A persistent encryption key, read from a key file: the raw key bytes, or the key as hex text.</summary>
@@ -33,10 +31,6 @@ public static class ImageKey
             throw new ImageKeyException($"key file {path} holds a {key.Length * 8}-bit key; {ImageCipher.Name(scheme)} needs {ImageCipher.KeyLength(scheme) * 8} bits");
         return key;
     }
-
-    /// <summary>A new random key, as hex text, for a key file.</summary>
-    public static string NewHex(Encryption scheme) =>
-        Convert.ToHexString(System.Security.Cryptography.RandomNumberGenerator.GetBytes(ImageCipher.KeyLength(scheme))).ToLower(CultureInfo.InvariantCulture);
 }
 
 public sealed class ImageKeyException(string message) : Exception(message);

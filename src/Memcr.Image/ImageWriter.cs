@@ -73,8 +73,6 @@ public sealed class ImageWriter : IDisposable
     /// <summary>Bytes the page records take in the file, payloads only.</summary>
     public ulong StoredBytes => _storedBytes;
 
-    public IReadOnlyList<IndexEntry> Index => _index;
-
     /// <summary>
     /// The size of an image with <paramref name="vmas"/> VMAs and page records of the given stored
     /// lengths (for a packed image without a codec: the page bytes plus the tag when encrypted).

@@ -63,10 +63,6 @@ public static class FileOps
     public static void AdviseSequential(SafeFileHandle file) =>
         _ = Interop.Libc.posix_fadvise((int)file.DangerousGetHandle(), 0, 0, Interop.Libc.POSIX_FADV_SEQUENTIAL);
 
-    /// <summary>Starts reading [offset, offset + length) into the page cache (POSIX_FADV_WILLNEED). Advice only.</summary>
-    public static void Prefetch(SafeFileHandle file, long offset, long length) =>
-        _ = Interop.Libc.posix_fadvise((int)file.DangerousGetHandle(), offset, length, Interop.Libc.POSIX_FADV_WILLNEED);
-
     /// <summary>Drops the file's clean pages from the page cache (POSIX_FADV_DONTNEED).</summary>
     public static void Evict(SafeFileHandle file, string path) => Evict(file, path, 0, 0);
 

@@ -19,7 +19,6 @@ internal static partial class Interop
             RuntimeInformation.ProcessArchitecture == Architecture.Arm64 ? 0x10000 : 0x4000;
 
         internal const int POSIX_FADV_SEQUENTIAL = 2;
-        internal const int POSIX_FADV_WILLNEED = 3;
         internal const int POSIX_FADV_DONTNEED = 4;
         internal const int SYNC_FILE_RANGE_WRITE = 2;
 
