@@ -34,12 +34,16 @@ public sealed class RecordEncoder(ulong imageId, Codec codec, ImageCipher? ciphe
                 }
             }
         }
-        if (used == Codec.None)
-            pages.CopyTo(dest);
         var encryption = cipher?.Scheme ?? Encryption.None;
         int stored = plainLength + (cipher is null ? 0 : ImageFormat.TagSize);
         var header = new RecordHeader(RecordType.Pages, used, ChecksumKind.XxHash3, encryption, address, pages.Length, stored, sequence, 0, content);
-        cipher?.Encrypt(header, dest[..plainLength], dest);
+        // The plaintext is the compressed bytes already in dest, or the pages themselves: those
+        // are encrypted straight into dest, or copied there when there is no cipher.
+        var plain = used == Codec.None ? pages : dest[..plainLength];
+        if (cipher is not null)
+            cipher.Encrypt(header, plain, dest);
+        else if (used == Codec.None)
+            pages.CopyTo(dest);
         return header with { PayloadChecksum = ImageFormat.Hash(dest[..stored], imageId) };
     }
 
