@@ -37,34 +37,26 @@ public sealed class MemcrClient(EndPoint endpoint)
     public Task<MemcrResponse> RestoreAsync(int pid, CancellationToken cancel = default) => SendAsync(MemcrCommand.Restore, pid, cancel);
 
     /// <summary>Sends one request and returns the service's answer.</summary>
-    public async Task<MemcrResponse> SendAsync(MemcrCommand command, int pid, CancellationToken cancel = default)
-    {
-        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancel);
-        timeout.CancelAfter(Timeout);
-        try
-        {
-            await using var connection = await MemcrConnection.OpenAsync(EndPoint, timeout.Token).ConfigureAwait(false);
-            return await connection.SendAsync(command, pid, timeout.Token).ConfigureAwait(false);
-        }
-        catch (OperationCanceledException) when (!cancel.IsCancellationRequested)
-        {
-            throw new TimeoutException($"memcr service at {EndPoint} did not answer {command} of pid {pid} within {Timeout.TotalSeconds:0.#} s");
-        }
-    }
+    public Task<MemcrResponse> SendAsync(MemcrCommand command, int pid, CancellationToken cancel = default) =>
+        CallAsync((c, token) => c.SendAsync(command, pid, token), $"{command} of pid {pid}", cancel);
 
     /// <summary>Which processes the service holds, since when, and how much memory they gave back.</summary>
-    public async Task<MemcrStatus> GetStatusAsync(CancellationToken cancel = default)
+    public async Task<MemcrStatus> GetStatusAsync(CancellationToken cancel = default) =>
+        MemcrStatus.Parse(await CallAsync((c, token) => c.StatusJsonAsync(token), "a status request", cancel).ConfigureAwait(false));
+
+    /// <summary>Opens a connection and runs <paramref name="call"/> on it within <see cref="Timeout"/>.</summary>
+    private async Task<T> CallAsync<T>(Func<MemcrConnection, CancellationToken, Task<T>> call, string what, CancellationToken cancel)
     {
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancel);
         timeout.CancelAfter(Timeout);
         try
         {
             await using var connection = await MemcrConnection.OpenAsync(EndPoint, timeout.Token).ConfigureAwait(false);
-            return MemcrStatus.Parse(await connection.StatusJsonAsync(timeout.Token).ConfigureAwait(false));
+            return await call(connection, timeout.Token).ConfigureAwait(false);
         }
         catch (OperationCanceledException) when (!cancel.IsCancellationRequested)
         {
-            throw new TimeoutException($"memcr service at {EndPoint} did not answer a status request within {Timeout.TotalSeconds:0.#} s");
+            throw new TimeoutException($"memcr service at {EndPoint} did not answer {what} within {Timeout.TotalSeconds:0.#} s");
         }
     }
 }
