@@ -349,15 +349,7 @@ public sealed class ServiceTests
                 first.Process.Signal(Signals.SIGKILL);
                 first.Process.WaitForExit();
             }
-            foreach (var t in targets)
-            {
-                var sw = Stopwatch.StartNew();
-                while (t.ThreadStates.Any(s => s != 'T') && sw.Elapsed < TimeSpan.FromSeconds(10))
-                    Thread.Sleep(10);
-                Assert.All(t.ThreadStates, s => Assert.Equal('T', s));
-                Assert.Equal(0, t.Status.TracerPid);
-                Assert.True(t.Status.RssAnonKb < 2048, "still without its memory, never ran");
-            }
+            targets.ForEach(t => t.AssertLeftFrozen());
             Assert.True(File.Exists(Path.Combine(dir, "memcr.sock")), "the dead daemon's socket is left behind");
 
             using var second = Daemon.Start(dir, extra: options);

@@ -133,6 +133,20 @@ public sealed partial class FifoTarget : IDisposable
         }
     }
 
+    /// <summary>
+    /// Asserts that the target is left checkpointed after its memcr died: every thread in a group
+    /// stop (T, waiting up to 10 s for the kernel to detach them), untraced, and its memory still dropped.
+    /// </summary>
+    public void AssertLeftFrozen()
+    {
+        var sw = Stopwatch.StartNew();
+        while (ThreadStates.Any(s => s != 'T') && sw.Elapsed < TimeSpan.FromSeconds(10))
+            Thread.Sleep(10);
+        Assert.All(ThreadStates, s => Assert.Equal('T', s));
+        Assert.Equal(0, Status.TracerPid);
+        Assert.True(Status.RssAnonKb < 2048, $"pid {Pid} RssAnon {Status.RssAnonKb} kB: it must still be without its memory, never having run");
+    }
+
     public void Signal(int signal) => Assert.Equal(0, Syscalls.Kill(Pid, signal));
 
     private static void MakeFifo(string path)
