@@ -112,7 +112,7 @@ public static class GetOpt
                 case ArgumentKind.None:
                     options.Add(new ParsedOption(spec, null, "-" + c));
                     continue;
-                case ArgumentKind.Optional when spec.Values is not null && rest.Length > 0 && !spec.Values.Contains(rest)
+                case ArgumentKind.Optional when spec.Values is not null && rest.Length > 0 && !spec.Values.Contains(rest, StringComparer.OrdinalIgnoreCase)
                                                 && rest.All(r => specs.Any(s => s.Short == r)):
                     // -zce: the rest of the bundle is more options, not the value.
                     options.Add(new ParsedOption(spec, null, "-" + c));

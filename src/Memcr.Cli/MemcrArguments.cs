@@ -127,14 +127,16 @@ public sealed record MemcrArguments
         return TimeSpan.FromSeconds(seconds);
     }
 
-    private static Codec ParseCodec(string? name) => name switch
+    // The original accepts the algorithm names in either case (-z ZSTD, --compress=LZ4).
+    private static Codec ParseCodec(string? name) => name?.ToLowerInvariant() switch
     {
         null or "lz4" => Codec.Lz4,
         "zstd" => Codec.Zstd,
         _ => throw new GetOptException($"invalid compression algorithm '{name}': use lz4 or zstd"),
     };
 
-    private static Encryption ParseCipher(string? name) => name switch
+    // Cipher names are case-insensitive, as OpenSSL's EVP_get_cipherbyname is in the original.
+    private static Encryption ParseCipher(string? name) => name?.ToLowerInvariant() switch
     {
         null or "aes-256-gcm" or "aes-256-cbc" => Encryption.Aes256Gcm,
         "aes-192-gcm" or "aes-192-cbc" => Encryption.Aes192Gcm,

@@ -654,12 +654,17 @@ public sealed class CheckpointSession : IDisposable
 
     /// <summary>
     /// Writes every page back from the image (after checking all of it) and lets the target run.
-    /// If the image cannot be used, the target is killed: it must never run on dropped memory.
+    /// If the image cannot be used, the target is killed (it must never run on dropped memory) and
+    /// the image removed. If a signal that terminates the target is pending, the target dies of it
+    /// and <see cref="TargetTerminatedException"/> is thrown, as <see cref="Poll"/> does.
     /// </summary>
     public TimeSpan Restore()
     {
         if (_over)
             throw new InvalidOperationException($"pid {Pid} is not checkpointed");
+        // A signal that ends the process may have come just before the restore, between two polls:
+        // it ends the process now, as it would have a moment later, whatever the timing.
+        Poll();
         _log.Step("uploading pages");
         var started = Stopwatch.GetTimestamp();
         try
@@ -670,6 +675,7 @@ public sealed class CheckpointSession : IDisposable
         {
             _over = true;
             _tracer.Kill();
+            DeleteImage();
             string why = e is ImageFormatException f ? f.Message : e.Message;
             throw new CheckpointException($"cannot restore pid {Pid}: {why}; pid {Pid} was killed with SIGKILL because its memory cannot be given back", e);
         }

@@ -222,6 +222,12 @@ internal sealed class TargetWorker : IDisposable
                         session.Restore();
                         result = MemcrResponse.Ok;
                     }
+                    catch (TargetTerminatedException e)
+                    {
+                        // A terminating signal came with the request: the process died of it, as the
+                        // original reports a target that died while held.
+                        _log.Info($"{e.Message}; image removed");
+                    }
                     catch (Exception e) when (e is CheckpointException or IOException or UnauthorizedAccessException or InvalidOperationException)
                     {
                         _log.Error(e.Message);

@@ -158,6 +158,7 @@ public sealed class ErrorTests
         memcr.WaitForPrompt();
         ImageDamage.Apply(image, damage);
         memcr.AssertRestoreRefusedAndTargetKilled(target, message);
+        Assert.False(File.Exists(image), "the image of a killed target is of no more use and is removed");
         Directory.Delete(dir, recursive: true);
     }
 

@@ -55,6 +55,26 @@ public sealed class GetOptTests
         Assert.Equal((codec, checksum, encryption, 1), (a.Codec, a.Checksum, a.Encryption, a.Pid));
     }
 
+    [Theory]
+    [InlineData(new[] { "-z", "LZ4" }, Codec.Lz4)]
+    [InlineData(new[] { "-z", "ZSTD" }, Codec.Zstd)]
+    [InlineData(new[] { "-zZSTD" }, Codec.Zstd)]
+    [InlineData(new[] { "-zLZ4" }, Codec.Lz4)]
+    [InlineData(new[] { "--compress=ZSTD" }, Codec.Zstd)]
+    [InlineData(new[] { "--compress", "Zstd" }, Codec.Zstd)]
+    [InlineData(new[] { "--compress=LZ4", "-c" }, Codec.Lz4)]
+    public void AlgorithmNames_AreAcceptedInCapitals_AsTheOriginalDoes(string[] args, Codec codec)
+    {
+        Assert.Equal(codec, MemcrArguments.Parse([.. args, "-p", "1"], _ => null).Codec);
+    }
+
+    [Fact]
+    public void CipherNames_AreAcceptedInCapitals()
+    {
+        Assert.Equal(Encryption.Aes128Gcm, MemcrArguments.Parse(["-e", "AES-128-CBC", "-p", "1"], _ => null).Encryption);
+        Assert.Equal(Encryption.Aes192Gcm, MemcrArguments.Parse(["--encrypt=AES-192-GCM", "-p", "1"], _ => null).Encryption);
+    }
+
     [Fact]
     public void KeyFile_ComesFromTheOptionOrTheEnvironment()
     {
@@ -87,6 +107,8 @@ public sealed class GetOptTests
     [InlineData(new[] { "-g", "no-such-group-here" }, "invalid group 'no-such-group-here': not a group id, nor a group in /etc/group")]
     [InlineData(new[] { "-z", "gzip" }, "invalid compression algorithm 'gzip': use lz4 or zstd")]
     [InlineData(new[] { "-zfoo" }, "invalid compression algorithm 'foo': use lz4 or zstd")]
+    [InlineData(new[] { "-z", "GZIP" }, "invalid compression algorithm 'GZIP': use lz4 or zstd")]
+    [InlineData(new[] { "--compress=Lz5" }, "invalid compression algorithm 'Lz5': use lz4 or zstd")]
     [InlineData(new[] { "-e", "des" }, "invalid cipher 'des': use one of aes-128-gcm, aes-192-gcm, aes-256-gcm, aes-128-cbc, aes-192-cbc, aes-256-cbc")]
     [InlineData(new[] { "--parasite" }, "option '--parasite' is ambiguous; possibilities: '--parasite-socket-dir' '--parasite-socket-gid' '--parasite-socket-netns'")]
     public void BadArguments_AreRefusedWithGetoptMessages(string[] args, string message)

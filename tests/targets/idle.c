@@ -1,16 +1,18 @@
 /*
  * A small, mostly idle checkpoint target for service tests that run many at once.
  *
- *   idle DIR MB
+ *   idle DIR MB [catch-term]
  *
  * Fills MB MiB of heap and a 64 KiB stack array with a pattern, starts one thread that sleeps in
  * nanosleep() in a loop, writes "READY <pid>" to DIR/report and then answers commands from DIR/cmd
  * like memtest: CHECK [RT] verifies everything and answers "REPORT ok=0|1 ...", EXIT exits.
+ * With catch-term it handles SIGTERM (counting it in the report's terms=N) instead of dying.
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,6 +29,13 @@ static uint64_t mix(uint64_t x)
 }
 
 static volatile long sleeps;
+static volatile sig_atomic_t terms;
+
+static void on_term(int sig)
+{
+	(void)sig;
+	terms++;
+}
 
 static void *sleeper(void *arg)
 {
@@ -56,6 +65,10 @@ int main(int argc, char **argv)
 		heap[i] = (i % 3) ? mix(i) : 0;
 	for (size_t i = 0; i < 8192; i++)
 		stack_area[i] = mix(i + 77);
+	if (argc > 3 && strcmp(argv[3], "catch-term") == 0) {
+		struct sigaction sa = { .sa_handler = on_term, .sa_flags = SA_RESTART };
+		sigaction(SIGTERM, &sa, NULL);
+	}
 	pthread_t t;
 	pthread_create(&t, NULL, sleeper, NULL);
 
@@ -78,7 +91,7 @@ int main(int argc, char **argv)
 		for (size_t i = 0; i < 8192 && bad < 0; i++)
 			if (stack_area[i] != mix(i + 77))
 				bad = 1000000000L + (long)i;
-		dprintf(report, "REPORT ok=%d bad=%ld sleeps=%ld\n", bad < 0, bad, sleeps);
+		dprintf(report, "REPORT ok=%d bad=%ld sleeps=%ld terms=%d\n", bad < 0, bad, sleeps, (int)terms);
 	}
 	return 0;
 }

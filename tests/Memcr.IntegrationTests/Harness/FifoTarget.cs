@@ -37,11 +37,16 @@ public sealed partial class FifoTarget : IDisposable
         return Start("memtest", dir => [exe, dir, heapMb.ToString(CultureInfo.InvariantCulture), fill]);
     }
 
-    /// <summary>Starts the small, mostly idle target (tests/targets/idle.c) holding <paramref name="mb"/> MiB.</summary>
-    public static FifoTarget StartIdle(int mb = 4)
+    /// <summary>
+    /// Starts the small, mostly idle target (tests/targets/idle.c) holding <paramref name="mb"/> MiB;
+    /// with <paramref name="catchTerm"/> it handles SIGTERM (counted in its report as terms=N).
+    /// </summary>
+    public static FifoTarget StartIdle(int mb = 4, bool catchTerm = false)
     {
         string exe = Gcc.Build("idle");
-        return Start("idle", dir => [exe, dir, mb.ToString(CultureInfo.InvariantCulture)]);
+        return Start("idle", dir => catchTerm
+            ? [exe, dir, mb.ToString(CultureInfo.InvariantCulture), "catch-term"]
+            : [exe, dir, mb.ToString(CultureInfo.InvariantCulture)]);
     }
 
     public static FifoTarget Start(string name, Func<string, string[]> command)
@@ -149,7 +154,7 @@ public sealed partial class FifoTarget : IDisposable
 
     public void Signal(int signal) => Assert.Equal(0, Syscalls.Kill(Pid, signal));
 
-    private static void MakeFifo(string path)
+    public static void MakeFifo(string path)
     {
         if (mkfifo(path, 0x180) != 0)
             throw new IOException($"mkfifo {path}: errno {Marshal.GetLastPInvokeError()}");
