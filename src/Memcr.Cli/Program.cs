@@ -17,6 +17,11 @@ internal static class MemcrProgram
     {
         if (args.Length > 0 && args[0] == "image")
             return ImageTool.Run(args[1..]);
+        if (args.Length > 0 && args[0] == "crit")
+            return CritTool.Run(args[1..]);
+        // Run as `crit` (a symlink), the binary is CRIU's image tool.
+        if (Path.GetFileName(Environment.GetCommandLineArgs()[0]) == "crit")
+            return CritTool.Run(args, "crit");
         MemcrArguments a;
         try
         {
