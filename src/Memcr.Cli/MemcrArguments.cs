@@ -170,6 +170,7 @@ public sealed record MemcrArguments
     public const string Usage = """
         memcr [-h] [-p PID] [-d DIR] [-S DIR] [-G gid] [-N] [-l PORT|PATH] [-g gid] [-n] [-m] [-f] [-z [lz4|zstd]] [-c] [-e [ARG]] [-t SEC] [-V]
         memcr image show|verify|decode|stats ...   (memcr image --help)
+        memcr crit decode|encode|show|info|x|verify ...   CRIU's image tool (memcr crit --help)
         options:
           -h --help                  help
           -p --pid PID               target process pid

@@ -106,15 +106,7 @@ public sealed class CriuImageReader : IDisposable
             throw new CriuImageException(Path, offset, $"entry length {size} is negative");
         var descriptor = DescriptorAt(_index);
         byte[] bytes = ReadBytes(size, offset, $"{descriptor.Name} message of {size} bytes");
-        IMessage message;
-        try
-        {
-            message = descriptor.Parser.ParseFrom(bytes);
-        }
-        catch (InvalidProtocolBufferException e)
-        {
-            throw new CriuImageException(Path, offset + 4, $"{descriptor.Name} message of {size} bytes does not parse: {e.Message}", e);
-        }
+        var message = Parse(descriptor, bytes, offset);
         byte[] extra = ReadExtra(message, offset);
         _index++;
         return new RawEntry(offset, message, bytes, extra);
@@ -206,22 +198,27 @@ public sealed class CriuImageReader : IDisposable
             int size = BinaryPrimitives.ReadInt32LittleEndian(word);
             if (size < 0)
                 throw new CriuImageException(Path, at, $"message {i} of the queue has a negative length {size}");
-            byte[] msgBytes = ReadBytes(size, at, $"ipc_msg of {size} bytes");
-            ipc_msg msg;
-            try
-            {
-                msg = ipc_msg.Parser.ParseFrom(msgBytes);
-            }
-            catch (InvalidProtocolBufferException e)
-            {
-                throw new CriuImageException(Path, at + 4, $"ipc_msg does not parse: {e.Message}", e);
-            }
+            byte[] msgBytes = ReadBytes(size, at, $"ipc_msg message of {size} bytes");
+            var msg = (ipc_msg)Parse(ipc_msg.Descriptor, msgBytes, at);
             byte[] data = ReadBytes((int)AlignUp(msg.Msize, 8), at, $"{msg.Msize} bytes of message {i}");
             all.Write(word);
             all.Write(msgBytes);
             all.Write(data);
         }
         return all.ToArray();
+    }
+
+    /// <summary>The message whose length word is at <paramref name="offset"/>.</summary>
+    private IMessage Parse(MessageDescriptor descriptor, byte[] bytes, long offset)
+    {
+        try
+        {
+            return descriptor.Parser.ParseFrom(bytes);
+        }
+        catch (InvalidProtocolBufferException e)
+        {
+            throw new CriuImageException(Path, offset + 4, $"{descriptor.Name} message of {bytes.Length} bytes does not parse: {e.Message}", e);
+        }
     }
 
     internal static long AlignUp(long n, long to) => (n + to - 1) / to * to;
