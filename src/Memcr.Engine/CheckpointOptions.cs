@@ -1,4 +1,5 @@
 using Memcr.Image;
+using Memcr.Linux.Memory;
 
 namespace Memcr.Engine;
 

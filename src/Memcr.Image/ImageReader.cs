@@ -1,5 +1,6 @@
 using System.Buffers.Binary;
 using System.Collections.Concurrent;
+using Memcr.Linux.Memory;
 using Microsoft.Win32.SafeHandles;
 
 namespace Memcr.Image;

@@ -1,4 +1,5 @@
 using System.Buffers.Binary;
+using Memcr.Linux.Memory;
 using Microsoft.Win32.SafeHandles;
 
 namespace Memcr.Image;

@@ -5,6 +5,7 @@ using Memcr.Client;
 using Memcr.Engine;
 using Memcr.Image;
 using Memcr.Linux;
+using Memcr.Linux.Memory;
 using Memcr.Linux.Proc;
 
 namespace Memcr.Service;

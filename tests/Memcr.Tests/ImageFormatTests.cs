@@ -1,6 +1,7 @@
 using System.Buffers.Binary;
 using CsCheck;
 using Memcr.Image;
+using Memcr.Linux.Memory;
 
 namespace Memcr.Tests;
 

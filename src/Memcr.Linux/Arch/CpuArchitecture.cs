@@ -49,5 +49,60 @@ public abstract class CpuArchitecture
     }
 }
 
-/// <summary>Syscall numbers the tracer executes inside the target.</summary>
-public sealed record SyscallNumbers(long Madvise, long Getpid);
+/// <summary>Syscall numbers the tracer executes inside the target (each architecture fills in its table).</summary>
+public sealed record SyscallNumbers
+{
+    public required long Read { get; init; }
+    public required long Write { get; init; }
+    public required long Close { get; init; }
+    public required long Lseek { get; init; }
+    public required long Mmap { get; init; }
+    public required long Mprotect { get; init; }
+    public required long Munmap { get; init; }
+    public required long Mremap { get; init; }
+    public required long Madvise { get; init; }
+    public required long RtSigaction { get; init; }
+    public required long RtSigprocmask { get; init; }
+    public required long Ioctl { get; init; }
+    public required long Getitimer { get; init; }
+    public required long Setitimer { get; init; }
+    public required long Getpid { get; init; }
+    public required long Exit { get; init; }
+    public required long Fcntl { get; init; }
+    public required long Fchdir { get; init; }
+    public required long Chdir { get; init; }
+    public required long Chroot { get; init; }
+    public required long Umask { get; init; }
+    public required long Setpgid { get; init; }
+    public required long Setsid { get; init; }
+    public required long Setgroups { get; init; }
+    public required long Setresuid { get; init; }
+    public required long Setresgid { get; init; }
+    public required long Setfsuid { get; init; }
+    public required long Setfsgid { get; init; }
+    public required long Capset { get; init; }
+    public required long RtSigqueueinfo { get; init; }
+    public required long RtTgsigqueueinfo { get; init; }
+    public required long Sigaltstack { get; init; }
+    public required long Personality { get; init; }
+    public required long Setpriority { get; init; }
+    public required long SchedSetscheduler { get; init; }
+    public required long Prctl { get; init; }
+    public required long SetTidAddress { get; init; }
+    public required long SetRobustList { get; init; }
+    public required long TimerCreate { get; init; }
+    public required long TimerSettime { get; init; }
+    public required long TimerGettime { get; init; }
+    public required long TimerGetoverrun { get; init; }
+    public required long TimerDelete { get; init; }
+    public required long Openat { get; init; }
+    public required long Dup3 { get; init; }
+    public required long EpollCtl { get; init; }
+    public required long InotifyAddWatch { get; init; }
+    public required long Seccomp { get; init; }
+    public required long Rseq { get; init; }
+    public required long PidfdOpen { get; init; }
+    public required long Clone3 { get; init; }
+    public required long CloseRange { get; init; }
+    public required long PidfdGetfd { get; init; }
+}

@@ -19,10 +19,19 @@ internal static partial class Interop
         internal const int PTRACE_INTERRUPT = 0x4207;
         internal const int PTRACE_GETSIGMASK = 0x420a;
         internal const int PTRACE_SETSIGMASK = 0x420b;
+        internal const int PTRACE_PEEKSIGINFO = 0x4209;
+        internal const int PTRACE_GET_RSEQ_CONFIGURATION = 0x420f;
+        internal const int PTRACE_GET_THREAD_AREA = 25;
+        internal const int PTRACE_SET_THREAD_AREA = 26;
 
         internal const int PTRACE_O_TRACESYSGOOD = 1;
+        internal const int PTRACE_O_TRACEFORK = 2;
         internal const int PTRACE_O_TRACECLONE = 8;
+        internal const int PTRACE_O_EXITKILL = 0x100000;
 
+        internal const int PTRACE_PEEKSIGINFO_SHARED = 1;
+
+        internal const int PTRACE_EVENT_FORK = 1;
         internal const int PTRACE_EVENT_CLONE = 3;
         internal const int PTRACE_EVENT_EXEC = 4;
         internal const int PTRACE_EVENT_STOP = 128;

@@ -17,7 +17,7 @@ public sealed class RemoteSyscall : IDisposable
     private readonly Tracer _tracer;
     private readonly CpuArchitecture _arch;
     private readonly int _tid;
-    private readonly ulong _pc;
+    private ulong _pc;
     private readonly byte[] _saved;
     private readonly byte[] _work;
     private readonly ulong _savedMask;
@@ -37,9 +37,15 @@ public sealed class RemoteSyscall : IDisposable
 
     public int Tid => _tid;
 
-    public static RemoteSyscall Open(Tracer tracer, CpuArchitecture arch, ulong syscallInstruction)
+    /// <summary>The syscall instruction used: <see cref="MoveInstruction"/> after moving the vDSO that holds it.</summary>
+    public ulong Instruction => _pc;
+
+    public void MoveInstruction(ulong syscallInstruction) => _pc = syscallInstruction;
+
+    /// <summary>Opens remote syscalls on thread <paramref name="tid"/> (the leader when null), which must be stopped.</summary>
+    public static RemoteSyscall Open(Tracer tracer, CpuArchitecture arch, ulong syscallInstruction, int? tid = null)
     {
-        var thread = tracer.Leader;
+        var thread = tid is { } t ? tracer.Threads.First(x => x.Tid == t) : tracer.Leader;
         var regs = new byte[arch.RegisterSetSize];
         int size = tracer.GetRegisters(thread.Tid, regs);
         if (size != arch.RegisterSetSize)

@@ -16,6 +16,19 @@ public enum TraceState
     Gone,
 }
 
+/// <summary>ptrace options beyond those every tracer sets (PTRACE_O_TRACECLONE, PTRACE_O_TRACESYSGOOD).</summary>
+[Flags]
+public enum TraceOptions
+{
+    None = 0,
+
+    /// <summary>Processes the tracee forks (clone3 without CLONE_THREAD included) are attached to us too.</summary>
+    TraceFork = 2,
+
+    /// <summary>Should we die, the kernel kills the tracee: a half-restored process never runs.</summary>
+    ExitKill = 0x100000,
+}
+
 public sealed class TracedThread(int tid)
 {
     public int Tid { get; } = tid;
@@ -39,6 +52,7 @@ public sealed class Tracer : IDisposable
     private readonly Dictionary<int, TracedThread> _threads = [];
     private readonly int _ownerThread = Environment.CurrentManagedThreadId;
     private readonly Action<string> _log;
+    private TraceOptions _options;
     private bool _holding;
     private bool _detached;
 
@@ -66,10 +80,10 @@ public sealed class Tracer : IDisposable
     /// we do so, and returns once all of them are stopped. Signals met on the way are delivered, not
     /// dropped. On failure every thread seized so far is released.
     /// </summary>
-    public static Tracer Seize(int pid, Action<string> log)
+    public static Tracer Seize(int pid, Action<string> log, TraceOptions options = TraceOptions.None)
     {
         var status = ProcFs.ReadStatus(pid);
-        var tracer = new Tracer(pid, log) { WasGroupStopped = status.State == 'T' };
+        var tracer = new Tracer(pid, log) { WasGroupStopped = status.State == 'T', _options = options };
         try
         {
             // A clone that was already under way when its parent was seized creates a thread that
@@ -95,6 +109,33 @@ public sealed class Tracer : IDisposable
         }
     }
 
+    /// <summary>
+    /// Takes over a process that a remote clone3 in a traced process has just made: the kernel
+    /// attached it to us (PTRACE_O_TRACEFORK) and it starts in a PTRACE_EVENT_STOP, having run none
+    /// of its code. Returns once that stop is seen.
+    /// </summary>
+    public static Tracer Adopt(int pid, Action<string> log)
+    {
+        var tracer = new Tracer(pid, log);
+        tracer._threads[pid] = new TracedThread(pid);
+        tracer.WaitUntilAllStopped();
+        if (!tracer.IsAlive)
+            throw new ProcessGoneException(pid, $"new process {pid} died before its first stop");
+        return tracer;
+    }
+
+    /// <summary>Takes over a thread a remote clone3(CLONE_THREAD) of ours has made in this process (auto-attached, stopped on arrival).</summary>
+    public TracedThread AddThread(int tid)
+    {
+        if (!_threads.TryGetValue(tid, out var thread))
+            _threads[tid] = thread = new TracedThread(tid);
+        if (thread.State == TraceState.Running)
+            WaitUntilAllStopped();
+        if (thread.State == TraceState.Gone)
+            throw new ProcessGoneException(Pid, $"new thread {tid} of pid {Pid} died before its first stop");
+        return thread;
+    }
+
     /// <summary>A thread the kernel lists for the process that we do not hold stopped, if any.</summary>
     public int? UnfrozenThread()
     {
@@ -118,7 +159,7 @@ public sealed class Tracer : IDisposable
             if (_threads.ContainsKey(tid))
                 continue;
             long r = Interop.Libc.ptrace(Interop.Libc.PTRACE_SEIZE, tid, 0,
-                Interop.Libc.PTRACE_O_TRACECLONE | Interop.Libc.PTRACE_O_TRACESYSGOOD);
+                Interop.Libc.PTRACE_O_TRACECLONE | Interop.Libc.PTRACE_O_TRACESYSGOOD | (int)_options);
             if (r < 0)
             {
                 int errno = Errno.Last;
@@ -347,6 +388,95 @@ public sealed class Tracer : IDisposable
         }
     }
 
+    /// <summary>Reads register set <paramref name="note"/> (NT_PRFPREG, NT_X86_XSTATE, ...); returns its size.</summary>
+    public unsafe int GetRegisterSet(int tid, int note, Span<byte> into)
+    {
+        CheckOwner();
+        fixed (byte* p = into)
+        {
+            var iov = new Interop.IoVec { Base = (nint)p, Length = (nuint)into.Length };
+            if (Interop.Libc.ptrace(Interop.Libc.PTRACE_GETREGSET, tid, note, (nint)(&iov)) < 0)
+                throw Errno.Error($"ptrace(PTRACE_GETREGSET, 0x{note:x})", $"tid {tid} of pid {Pid}");
+            return (int)iov.Length;
+        }
+    }
+
+    public unsafe void SetRegisterSet(int tid, int note, ReadOnlySpan<byte> regs)
+    {
+        CheckOwner();
+        fixed (byte* p = regs)
+        {
+            var iov = new Interop.IoVec { Base = (nint)p, Length = (nuint)regs.Length };
+            if (Interop.Libc.ptrace(Interop.Libc.PTRACE_SETREGSET, tid, note, (nint)(&iov)) < 0)
+                throw Errno.Error($"ptrace(PTRACE_SETREGSET, 0x{note:x})", $"tid {tid} of pid {Pid}");
+        }
+    }
+
+    /// <summary>The signals queued for a thread (or, with <paramref name="shared"/>, for the whole process), as 128-byte siginfo_t each, without dequeuing them.</summary>
+    public unsafe List<byte[]> PeekSignals(int tid, bool shared)
+    {
+        CheckOwner();
+        const int Chunk = 32;
+        var all = new List<byte[]>();
+        var buffer = new byte[Chunk * SigInfoSize];
+        while (true)
+        {
+            var args = new PeekSigInfoArgs { Offset = (ulong)all.Count, Flags = shared ? (uint)Interop.Libc.PTRACE_PEEKSIGINFO_SHARED : 0, Count = Chunk };
+            long n;
+            fixed (byte* p = buffer)
+                n = Interop.Libc.ptrace(Interop.Libc.PTRACE_PEEKSIGINFO, tid, (nint)(&args), (nint)p);
+            if (n < 0)
+                throw Errno.Error("ptrace(PTRACE_PEEKSIGINFO)", $"tid {tid} of pid {Pid}");
+            for (int i = 0; i < n; i++)
+                all.Add(buffer.AsSpan(i * SigInfoSize, SigInfoSize).ToArray());
+            if (n < Chunk)
+                return all;
+        }
+    }
+
+    public const int SigInfoSize = 128;
+
+    private struct PeekSigInfoArgs
+    {
+        public ulong Offset;
+        public uint Flags;
+        public int Count;
+    }
+
+    /// <summary>The thread's rseq registration (address, size, signature), or null when it has none.</summary>
+    public unsafe (ulong Address, uint Size, uint Signature)? GetRseq(int tid)
+    {
+        CheckOwner();
+        var conf = stackalloc ulong[3];
+        long r = Interop.Libc.ptrace(Interop.Libc.PTRACE_GET_RSEQ_CONFIGURATION, tid, 24, (nint)conf);
+        if (r < 0)
+            throw Errno.Error("ptrace(PTRACE_GET_RSEQ_CONFIGURATION)", $"tid {tid} of pid {Pid}");
+        if (conf[0] == 0)
+            return null;
+        return (conf[0], (uint)conf[1], (uint)(conf[1] >> 32));
+    }
+
+    /// <summary>x86: a GDT TLS entry (struct user_desc, 16 bytes) of a thread.</summary>
+    public unsafe void GetThreadArea(int tid, int index, Span<byte> userDesc)
+    {
+        CheckOwner();
+        fixed (byte* p = userDesc)
+        {
+            if (Interop.Libc.ptrace(Interop.Libc.PTRACE_GET_THREAD_AREA, tid, index, (nint)p) < 0)
+                throw Errno.Error("ptrace(PTRACE_GET_THREAD_AREA)", $"tid {tid} of pid {Pid}");
+        }
+    }
+
+    public unsafe void SetThreadArea(int tid, int index, ReadOnlySpan<byte> userDesc)
+    {
+        CheckOwner();
+        fixed (byte* p = userDesc)
+        {
+            if (Interop.Libc.ptrace(Interop.Libc.PTRACE_SET_THREAD_AREA, tid, index, (nint)p) < 0)
+                throw Errno.Error("ptrace(PTRACE_SET_THREAD_AREA)", $"tid {tid} of pid {Pid}");
+        }
+    }
+
     public unsafe ulong GetSignalMask(int tid)
     {
         CheckOwner();
@@ -535,6 +665,19 @@ public sealed class Tracer : IDisposable
         {
             if (t.State == TraceState.Gone)
                 continue;
+            if (Interop.Libc.ptrace(Interop.Libc.PTRACE_DETACH, t.Tid, 0, 0) < 0 && Errno.Last != Errno.ESRCH)
+                throw Errno.Error("ptrace(PTRACE_DETACH)", $"tid {t.Tid} of pid {Pid}");
+        }
+    }
+
+    /// <summary>Releases every thread at once, exactly where it is stopped (the restored process starts running).</summary>
+    public void Release()
+    {
+        if (_detached)
+            return;
+        _detached = true;
+        foreach (var t in _threads.Values.Where(t => t.State != TraceState.Gone))
+        {
             if (Interop.Libc.ptrace(Interop.Libc.PTRACE_DETACH, t.Tid, 0, 0) < 0 && Errno.Last != Errno.ESRCH)
                 throw Errno.Error("ptrace(PTRACE_DETACH)", $"tid {t.Tid} of pid {Pid}");
         }

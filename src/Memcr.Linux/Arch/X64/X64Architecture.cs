@@ -16,7 +16,19 @@ public sealed class X64Architecture : CpuArchitecture
     private const int OrigRax = 15;
     private const int Rip = 16;
 
-    private static readonly SyscallNumbers Numbers = new(Madvise: 28, Getpid: 39);
+    // arch/x86/entry/syscalls/syscall_64.tbl
+    private static readonly SyscallNumbers Numbers = new()
+    {
+        Read = 0, Write = 1, Close = 3, Lseek = 8, Mmap = 9, Mprotect = 10, Munmap = 11, RtSigaction = 13,
+        RtSigprocmask = 14, Ioctl = 16, Mremap = 25, Madvise = 28, Getitimer = 36, Setitimer = 38, Getpid = 39,
+        Exit = 60, Fcntl = 72, Chdir = 80, Fchdir = 81, Umask = 95, Setpgid = 109, Setsid = 112, Setgroups = 116,
+        Setresuid = 117, Setresgid = 119, Setfsuid = 122, Setfsgid = 123, Capset = 126, RtSigqueueinfo = 129,
+        Sigaltstack = 131, Personality = 135, Setpriority = 141, SchedSetscheduler = 144, Prctl = 157, Chroot = 161,
+        SetTidAddress = 218, TimerCreate = 222, TimerSettime = 223, TimerGettime = 224, TimerGetoverrun = 225,
+        TimerDelete = 226, EpollCtl = 233, InotifyAddWatch = 254, Openat = 257, SetRobustList = 273, Dup3 = 292,
+        RtTgsigqueueinfo = 297, Seccomp = 317, Rseq = 334, PidfdOpen = 434, Clone3 = 435, CloseRange = 436,
+        PidfdGetfd = 438,
+    };
 
     public override string Name => "x86_64";
 

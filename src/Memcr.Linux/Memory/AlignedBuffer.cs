@@ -1,7 +1,7 @@
 using System.Buffers;
 using System.Runtime.InteropServices;
 
-namespace Memcr.Image;
+namespace Memcr.Linux.Memory;
 
 /// <summary>
 /// Native memory aligned to a page, usable as <see cref="Memory{T}"/>: what O_DIRECT I/O and

@@ -1,7 +1,6 @@
 using System.Collections.Concurrent;
-using Memcr.Image;
 
-namespace Memcr.Engine;
+namespace Memcr.Linux.Memory;
 
 /// <summary>
 /// Page-aligned I/O buffers of one size, at most <c>count</c> of them, made when first needed.
