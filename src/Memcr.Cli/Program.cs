@@ -15,12 +15,22 @@ internal static class MemcrProgram
 
     public static int Run(string[] args)
     {
+        if (args is [Memcr.Dump.Restoring.TreeRestorer.HelperVerb])
+        {
+            // The restore helper: memcr seizes it and makes the root process by a clone3 in it.
+            Memcr.Linux.Kernel.ProcessCalls.Pause();
+        }
+        string invokedAs = Path.GetFileName(Environment.GetCommandLineArgs()[0]);
+        if (invokedAs == "criu" && args.Length > 0 && args[0] is "dump" or "restore" or "check")
+            return CriuTool.Run(args[0], args[1..], "criu");
+        if (args.Length > 0 && args[0] is "dump" or "restore" or "check")
+            return CriuTool.Run(args[0], args[1..]);
         if (args.Length > 0 && args[0] == "image")
             return ImageTool.Run(args[1..]);
         if (args.Length > 0 && args[0] == "crit")
             return CritTool.Run(args[1..]);
         // Run as `crit` (a symlink), the binary is CRIU's image tool.
-        if (Path.GetFileName(Environment.GetCommandLineArgs()[0]) == "crit")
+        if (invokedAs == "crit")
             return CritTool.Run(args, "crit");
         MemcrArguments a;
         try

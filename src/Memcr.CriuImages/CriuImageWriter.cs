@@ -51,15 +51,16 @@ public sealed class CriuImageWriter : IDisposable
     }
 
     /// <summary>Writes one entry: <paramref name="message"/> and the raw bytes that follow it.</summary>
+    /// <summary>
+    /// Writes one entry: <paramref name="message"/> and the raw bytes that follow it. A message
+    /// missing a required field is refused (CRIU could not read the image).
+    /// </summary>
     public void Write(IMessage message, ReadOnlySpan<byte> extra = default)
     {
-        int size = message.CalculateSize();
-        Span<byte> word = stackalloc byte[4];
-        BinaryPrimitives.WriteInt32LittleEndian(word, size);
-        Write(word);
-        message.WriteTo(_stream);
-        Length += size;
-        Write(extra);
+        var bytes = message.ToByteArray();
+        if (Json.MessageToJson.MissingRequired(message.Descriptor, bytes) is { Count: > 0 } missing)
+            throw new InvalidOperationException($"{Path}: a {message.Descriptor.Name} entry lacks required field(s) {string.Join(", ", missing)}");
+        WriteRaw(bytes, extra);
     }
 
     /// <summary>Writes an entry whose message is already serialised (a <see cref="RawEntry"/> copied as it is).</summary>

@@ -191,10 +191,3 @@ public sealed class DumpExplorer(DumpDirectory dir, TextWriter output)
 
     private void Line(string text) => output.WriteLine(text);
 }
-
-internal static class EnumNames
-{
-    /// <summary>The enum value's name as the .proto spells it ("REG", "UNIXSK").</summary>
-    public static string OriginalName(this fd_types t) =>
-        fdinfo_entry.Descriptor.FindFieldByName("type").EnumType.FindValueByNumber((int)t) is { } v ? v.Name : ((int)t).ToString(CultureInfo.InvariantCulture);
-}

@@ -31,6 +31,36 @@ internal static class MessageToJson
         return dict;
     }
 
+    /// <summary>
+    /// The required fields a message's bytes lack, as paths ("fown.pid"): CRIU (protobuf-c) refuses
+    /// to read a message that has any.
+    /// </summary>
+    public static List<string> MissingRequired(MessageDescriptor d, ReadOnlySpan<byte> data, string prefix = "", int depth = 0)
+    {
+        var missing = new List<string>();
+        if (depth > MaxDepth)
+            return missing;
+        var fields = Gather(d, data);
+        foreach (var f in d.Fields.InFieldNumberOrder())
+        {
+            bool present = fields.TryGetValue(f.FieldNumber, out var raw);
+            if (f.IsRequired && !present)
+                missing.Add(prefix + f.Name);
+            if (!present || f.FieldType != FieldType.Message)
+                continue;
+            if (f.IsRepeated)
+            {
+                for (int i = 0; i < raw!.Count; i++)
+                    missing.AddRange(MissingRequired(f.MessageType, raw[i].Bytes, $"{prefix}{f.Name}[{i}].", depth + 1));
+            }
+            else
+            {
+                missing.AddRange(MissingRequired(f.MessageType, raw!.SelectMany(x => x.Bytes!).ToArray(), $"{prefix}{f.Name}.", depth + 1));
+            }
+        }
+        return missing;
+    }
+
     /// <summary>One occurrence of a field on the wire: a number, or the bytes of a length-delimited field.</summary>
     private readonly record struct Raw(ulong Number, byte[]? Bytes);
 

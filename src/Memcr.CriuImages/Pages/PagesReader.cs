@@ -76,6 +76,9 @@ public sealed class PagesReader : IDisposable
         }
     }
 
+    /// <summary>Reads <paramref name="into"/> from pages-N.img at <paramref name="offset"/> (a positioned read: threads may share the reader).</summary>
+    public void ReadAt(long offset, Span<byte> into) => ReadExactly(offset, into);
+
     private void ReadExactly(long offset, Span<byte> into)
     {
         while (!into.IsEmpty)

@@ -53,6 +53,7 @@ public abstract class CpuArchitecture
 public sealed record SyscallNumbers
 {
     public required long Read { get; init; }
+    public required long Brk { get; init; }
     public required long Write { get; init; }
     public required long Close { get; init; }
     public required long Lseek { get; init; }

@@ -29,6 +29,9 @@ internal static partial class Interop
         [LibraryImport("libc", EntryPoint = "statx", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
         internal static unsafe partial int statx(int dirfd, string path, int flags, uint mask, byte* buffer);
 
+        [LibraryImport("libc", EntryPoint = "statx", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+        internal static unsafe partial int statx_fd(int dirfd, string path, int flags, uint mask, byte* buffer);
+
         [LibraryImport("libc", EntryPoint = "chown", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
         internal static partial int chown(string path, int owner, int group);
     }

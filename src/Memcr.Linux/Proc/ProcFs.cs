@@ -127,6 +127,95 @@ public static class ProcFs
     }
 
     public const ulong PF_KTHREAD = 0x00200000;
+
+    /// <summary>Children of one thread (/proc/PID/task/TID/children).</summary>
+    public static List<int> ReadChildren(int pid, int tid)
+    {
+        var kids = new List<int>();
+        string text;
+        try
+        {
+            text = ReadText(pid, $"task/{tid}/children");
+        }
+        catch (ProcessGoneException)
+        {
+            return kids;
+        }
+        foreach (var word in text.Split(' ', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+            kids.Add(int.Parse(word, CultureInfo.InvariantCulture));
+        return kids;
+    }
+
+    /// <summary>The auxiliary vector as (type, value) words, up to and without the AT_NULL pair.</summary>
+    public static List<ulong> ReadAuxv(int pid)
+    {
+        byte[] raw;
+        try
+        {
+            raw = File.ReadAllBytes(PathOf(pid, "auxv"));
+        }
+        catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException)
+        {
+            throw new ProcessGoneException(pid, $"cannot read {PathOf(pid, "auxv")}: the process has gone");
+        }
+        var words = new List<ulong>();
+        for (int i = 0; i + 16 <= raw.Length; i += 16)
+        {
+            ulong type = BitConverter.ToUInt64(raw, i);
+            if (type == 0)
+                break;
+            words.Add(type);
+            words.Add(BitConverter.ToUInt64(raw, i + 8));
+        }
+        return words;
+    }
+
+    /// <summary>A POSIX timer as /proc/PID/timers lists it.</summary>
+    public sealed record PosixTimer(int Id, int Signal, ulong SivalPtr, string Notify, int NotifyId, int ClockId);
+
+    public static List<PosixTimer> ReadTimers(int pid)
+    {
+        var timers = new List<PosixTimer>();
+        int id = -1, signal = 0, clock = 0, notifyId = 0;
+        ulong sival = 0;
+        string notify = "";
+        void Flush()
+        {
+            if (id >= 0)
+                timers.Add(new PosixTimer(id, signal, sival, notify, notifyId, clock));
+        }
+        foreach (var raw in ReadText(pid, "timers").Split('\n', StringSplitOptions.RemoveEmptyEntries))
+        {
+            string line = raw.Trim();
+            if (line.StartsWith("ID:", StringComparison.Ordinal))
+            {
+                Flush();
+                id = int.Parse(line[3..].Trim(), CultureInfo.InvariantCulture);
+            }
+            else if (line.StartsWith("signal:", StringComparison.Ordinal))
+            {
+                // "signal: 14/00007f0000000000": the signal, then sigev_value in hex.
+                var parts = line[7..].Trim().Split('/');
+                signal = int.Parse(parts[0], CultureInfo.InvariantCulture);
+                sival = parts.Length > 1 ? ulong.Parse(parts[1], NumberStyles.HexNumber, CultureInfo.InvariantCulture) : 0;
+            }
+            else if (line.StartsWith("notify:", StringComparison.Ordinal))
+            {
+                // "notify: signal/pid.1234", "thread/tid.1235" or "none/pid.1234".
+                var value = line[7..].Trim();
+                int slash = value.IndexOf('/', StringComparison.Ordinal);
+                int dot = value.LastIndexOf('.');
+                notify = slash < 0 ? value : value[..slash];
+                notifyId = dot < 0 ? 0 : int.Parse(value[(dot + 1)..], CultureInfo.InvariantCulture);
+            }
+            else if (line.StartsWith("ClockID:", StringComparison.Ordinal))
+            {
+                clock = int.Parse(line[8..].Trim(), CultureInfo.InvariantCulture);
+            }
+        }
+        Flush();
+        return timers;
+    }
 }
 
 /// <summary>The target process (or thread) no longer exists.</summary>

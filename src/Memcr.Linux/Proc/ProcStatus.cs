@@ -23,6 +23,25 @@ public sealed record ProcStatus
     public ulong SigCgt { get; init; }
     public bool KernelThread { get; init; }
 
+    /// <summary>Real, effective, saved and filesystem ids.</summary>
+    public uint[] Uid { get; init; } = [];
+    public uint[] Gid { get; init; } = [];
+    public uint[] Groups { get; init; } = [];
+    public ulong CapInh { get; init; }
+    public ulong CapPrm { get; init; }
+    public ulong CapEff { get; init; }
+    public ulong CapBnd { get; init; }
+    public ulong CapAmb { get; init; }
+    public uint NoNewPrivs { get; init; }
+
+    /// <summary>SECCOMP_MODE_*: 0 disabled, 1 strict, 2 filter.</summary>
+    public int Seccomp { get; init; }
+
+    /// <summary>Seccomp filters attached (Seccomp_filters:, Linux 5.9+).</summary>
+    public int SeccompFilters { get; init; }
+
+    public uint Umask { get; init; }
+
     public static ProcStatus Parse(string text)
     {
         var s = new ProcStatus();
@@ -52,11 +71,26 @@ public sealed record ProcStatus
                 "SigIgn" => s with { SigIgn = Hex(value) },
                 "SigCgt" => s with { SigCgt = Hex(value) },
                 "Kthread" => s with { KernelThread = Int(value) != 0 },
+                "Uid" => s with { Uid = Ids(value) },
+                "Gid" => s with { Gid = Ids(value) },
+                "Groups" => s with { Groups = Ids(value) },
+                "CapInh" => s with { CapInh = Hex(value) },
+                "CapPrm" => s with { CapPrm = Hex(value) },
+                "CapEff" => s with { CapEff = Hex(value) },
+                "CapBnd" => s with { CapBnd = Hex(value) },
+                "CapAmb" => s with { CapAmb = Hex(value) },
+                "NoNewPrivs" => s with { NoNewPrivs = (uint)Int(value) },
+                "Seccomp" => s with { Seccomp = Int(value) },
+                "Seccomp_filters" => s with { SeccompFilters = Int(value) },
+                "Umask" => s with { Umask = Convert.ToUInt32(value.ToString(), 8) },
                 _ => s,
             };
         }
         return s;
     }
+
+    private static uint[] Ids(ReadOnlySpan<char> v) =>
+        v.ToString().Split((char[])[' ', '\t'], StringSplitOptions.RemoveEmptyEntries).Select(x => uint.Parse(x, CultureInfo.InvariantCulture)).ToArray();
 
     private static int Int(ReadOnlySpan<char> v) => int.Parse(v, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture);
 

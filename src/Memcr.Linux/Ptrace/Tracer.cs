@@ -18,7 +18,7 @@ public enum TraceState
 
 /// <summary>ptrace options beyond those every tracer sets (PTRACE_O_TRACECLONE, PTRACE_O_TRACESYSGOOD).</summary>
 [Flags]
-public enum TraceOptions
+public enum PtraceOptions
 {
     None = 0,
 
@@ -52,7 +52,7 @@ public sealed class Tracer : IDisposable
     private readonly Dictionary<int, TracedThread> _threads = [];
     private readonly int _ownerThread = Environment.CurrentManagedThreadId;
     private readonly Action<string> _log;
-    private TraceOptions _options;
+    private PtraceOptions _options;
     private bool _holding;
     private bool _detached;
 
@@ -80,7 +80,7 @@ public sealed class Tracer : IDisposable
     /// we do so, and returns once all of them are stopped. Signals met on the way are delivered, not
     /// dropped. On failure every thread seized so far is released.
     /// </summary>
-    public static Tracer Seize(int pid, Action<string> log, TraceOptions options = TraceOptions.None)
+    public static Tracer Seize(int pid, Action<string> log, PtraceOptions options = PtraceOptions.None)
     {
         var status = ProcFs.ReadStatus(pid);
         var tracer = new Tracer(pid, log) { WasGroupStopped = status.State == 'T', _options = options };

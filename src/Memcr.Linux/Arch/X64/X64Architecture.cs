@@ -19,7 +19,7 @@ public sealed class X64Architecture : CpuArchitecture
     // arch/x86/entry/syscalls/syscall_64.tbl
     private static readonly SyscallNumbers Numbers = new()
     {
-        Read = 0, Write = 1, Close = 3, Lseek = 8, Mmap = 9, Mprotect = 10, Munmap = 11, RtSigaction = 13,
+        Read = 0, Write = 1, Brk = 12, Close = 3, Lseek = 8, Mmap = 9, Mprotect = 10, Munmap = 11, RtSigaction = 13,
         RtSigprocmask = 14, Ioctl = 16, Mremap = 25, Madvise = 28, Getitimer = 36, Setitimer = 38, Getpid = 39,
         Exit = 60, Fcntl = 72, Chdir = 80, Fchdir = 81, Umask = 95, Setpgid = 109, Setsid = 112, Setgroups = 116,
         Setresuid = 117, Setresgid = 119, Setfsuid = 122, Setfsgid = 123, Capset = 126, RtSigqueueinfo = 129,

@@ -1,0 +1,53 @@
+namespace Memcr.Dump;
+
+/// <summary>What `memcr dump` was asked for (CRIU's options).</summary>
+public sealed record DumpOptions
+{
+    /// <summary>-t: the root of the tree to dump.</summary>
+    public required int Pid { get; init; }
+
+    /// <summary>-D: the image directory.</summary>
+    public required string Dir { get; init; }
+
+    /// <summary>-j: the tree belongs to a shell job: its terminal and session are the shell's.</summary>
+    public bool ShellJob { get; init; }
+
+    /// <summary>-R: the tree goes on running after the dump instead of being killed.</summary>
+    public bool LeaveRunning { get; init; }
+
+    /// <summary>--tcp-established: dump established TCP connections.</summary>
+    public bool TcpEstablished { get; init; }
+}
+
+/// <summary>What `memcr restore` was asked for.</summary>
+public sealed record RestoreOptions
+{
+    /// <summary>-D: the image directory.</summary>
+    public required string Dir { get; init; }
+
+    /// <summary>-j: the tree is a shell job: it gets memcr's session, process group and terminal.</summary>
+    public bool ShellJob { get; init; }
+
+    /// <summary>-d: memcr exits once the tree runs, instead of waiting for its root.</summary>
+    public bool Detach { get; init; }
+
+    /// <summary>--pidfile: where to write the root's pid.</summary>
+    public string? PidFile { get; init; }
+
+    public bool TcpEstablished { get; init; }
+
+    /// <summary>The memcr binary, started as the helper whose clone3 makes the root process.</summary>
+    public string? HelperPath { get; init; }
+}
+
+/// <summary>A dump or restore that could not be done; the message says what, where and why, and what became of the processes.</summary>
+public sealed class CriuModeException : Exception
+{
+    public CriuModeException(string message) : base(message)
+    {
+    }
+
+    public CriuModeException(string message, Exception inner) : base(message, inner)
+    {
+    }
+}

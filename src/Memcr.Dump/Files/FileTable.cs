@@ -1,0 +1,87 @@
+using Memcr.CriuImages;
+using Memcr.Linux.Kernel;
+
+namespace Memcr.Dump.Files;
+
+/// <summary>
+/// files.img as a dump builds it: one file_entry per open file description (dup'ed descriptors and
+/// those a child inherited share one), and per file that is mapped, executed or a working or root
+/// directory; with the images that go with some kinds (pipe contents, terminals).
+/// </summary>
+internal sealed class FileTable
+{
+    private readonly Dictionary<(string Path, uint Flags), uint> _paths = [];
+    private readonly List<(int Pid, int Fd, ulong Dev, ulong Inode, uint Id)> _descriptions = [];
+    private readonly HashSet<uint> _pipesDumped = [];
+    private readonly Dictionary<uint, uint> _ttys = [];
+    private uint _next = 1;
+
+    public List<file_entry> Entries { get; } = [];
+
+    public List<(pipe_data_entry Entry, byte[] Data)> PipeData { get; } = [];
+
+    public List<tty_info_entry> TtyInfos { get; } = [];
+
+    public uint NewId() => _next++;
+
+    /// <summary>fown_entry of a file with no owner: every field set (they are required).</summary>
+    public static fown_entry NoOwner() => new() { Uid = 0, Euid = 0, Signum = 0, PidType = 0, Pid = 0 };
+
+    /// <summary>
+    /// A regular file that is not an open descriptor (a mapping, the executable, the working or
+    /// root directory): one entry per path. <paramref name="open"/> gives its contents, for the
+    /// build-id of an ELF file.
+    /// </summary>
+    public uint PathEntry(string path, FileStatus st, Func<Stream?>? open = null)
+    {
+        if (_paths.TryGetValue((path, 0), out uint known))
+            return known;
+        uint id = NewId();
+        Entries.Add(new file_entry { Type = fd_types.Reg, Id = id, Reg = RegEntry(id, path, st, 0, 0, FileTable.NoOwner(), open) });
+        _paths[(path, 0)] = id;
+        return id;
+    }
+
+    /// <summary>reg_file_entry as CRIU writes it: size and (for ELF files) build-id of a regular file, to check at restore.</summary>
+    public static reg_file_entry RegEntry(uint id, string path, FileStatus st, uint flags, ulong pos, fown_entry fown, Func<Stream?>? open)
+    {
+        var reg = new reg_file_entry { Id = id, Flags = flags, Pos = pos, Fown = fown, Name = path, Mode = st.Mode };
+        // A file opened O_WRONLY|O_APPEND (a log) grows on: its size proves nothing (as CRIU).
+        bool appendOnly = (flags & 3) == 1 && (flags & 0x400) != 0;
+        if (st.IsRegular && !appendOnly)
+        {
+            reg.Size = (ulong)st.Size;
+            using var stream = open?.Invoke();
+            if (stream is not null && ElfBuildId.Read(stream) is { } buildId)
+                reg.BuildId.AddRange(buildId);
+        }
+        return reg;
+    }
+
+    /// <summary>The id of an open file description an earlier descriptor already has (kcmp(KCMP_FILE)), or null.</summary>
+    public uint? SharedDescription(int pid, int fd, FileStatus st)
+    {
+        foreach (var d in _descriptions)
+        {
+            if (d.Dev == st.Dev && d.Inode == st.Inode && ProcessCalls.SameFile(d.Pid, d.Fd, pid, fd))
+                return d.Id;
+        }
+        return null;
+    }
+
+    public void Remember(int pid, int fd, FileStatus st, uint id) => _descriptions.Add((pid, fd, st.Dev, st.Inode, id));
+
+    /// <summary>Whether the contents of pipe <paramref name="pipeId"/> were taken already (a pipe has them once).</summary>
+    public bool PipeSeen(uint pipeId) => !_pipesDumped.Add(pipeId);
+
+    /// <summary>The tty_info id of a terminal (by its rdev), and whether it is new.</summary>
+    public (uint Id, bool New) Tty(uint rdev, uint index)
+    {
+        if (_ttys.TryGetValue(rdev, out uint id))
+            return (id, false);
+        // CRIU's tty id: the index twice, the master odd.
+        id = index << 1;
+        _ttys[rdev] = id;
+        return (id, true);
+    }
+}

@@ -1,0 +1,151 @@
+using Memcr.CriuImages;
+using Memcr.CriuImages.Explore;
+using Memcr.CriuImages.Pages;
+
+namespace Memcr.Dump.Restoring;
+
+/// <summary>One process of a dump: its tree entry and its images (pages stay in pages-N.img).</summary>
+internal sealed class ProcessImages
+{
+    public required pstree_entry Tree { get; init; }
+
+    public required Dictionary<uint, core_entry> Cores { get; init; }
+
+    public required task_kobj_ids_entry Ids { get; init; }
+
+    public required mm_entry Mm { get; init; }
+
+    public required fs_entry Fs { get; init; }
+
+    public required List<fdinfo_entry> Fds { get; init; }
+
+    public required PageMap Pages { get; init; }
+
+    public int Pid => (int)Tree.Pid;
+
+    public core_entry Leader => Cores[Tree.Pid];
+
+    public IEnumerable<uint> Threads => Tree.Threads.Count > 0 ? Tree.Threads : [Tree.Pid];
+
+    public List<ProcessImages> Children { get; } = [];
+}
+
+/// <summary>
+/// The images of a dump directory that a restore needs, read and checked for consistency before
+/// anything is made: the tree (parents before children), each process's core, ids, mm, fs,
+/// descriptors and pagemap, and the files, pipe contents and terminals.
+/// </summary>
+internal sealed class DumpImages
+{
+    private DumpImages(string dir, List<ProcessImages> processes, Dictionary<uint, file_entry> files, Dictionary<uint, byte[]> pipeData,
+        Dictionary<uint, pipe_data_entry> pipeInfo, Dictionary<uint, tty_info_entry> ttys)
+    {
+        Dir = dir;
+        Processes = processes;
+        Files = files;
+        PipeData = pipeData;
+        PipeInfo = pipeInfo;
+        Ttys = ttys;
+    }
+
+    public string Dir { get; }
+
+    /// <summary>Every process, the root first, parents before their children.</summary>
+    public List<ProcessImages> Processes { get; }
+
+    public ProcessImages Root => Processes[0];
+
+    public Dictionary<uint, file_entry> Files { get; }
+
+    /// <summary>Unread bytes of each pipe (by pipe_id), and its buffer size.</summary>
+    public Dictionary<uint, byte[]> PipeData { get; }
+
+    public Dictionary<uint, pipe_data_entry> PipeInfo { get; }
+
+    public Dictionary<uint, tty_info_entry> Ttys { get; }
+
+    public static DumpImages Read(string dir)
+    {
+        if (!Directory.Exists(dir))
+            throw new CriuModeException($"images directory {dir} does not exist");
+        var d = new DumpDirectory(dir);
+        try
+        {
+            Need(d, ImageKinds.Inventory);
+            var inventories = d.All<inventory_entry>(ImageKinds.Inventory);
+            var inventory = inventories.Count > 0 ? inventories[0] : throw new CriuModeException($"{d.FileOf(ImageKinds.Inventory)}: no entry");
+            if (inventory.ImgVersion != 2)
+                throw new CriuModeException($"{d.FileOf(ImageKinds.Inventory)}: image version {inventory.ImgVersion}, memcr reads version 2 (CRIU 3.0 and later)");
+            Need(d, ImageKinds.Pstree);
+            var processes = new List<ProcessImages>();
+            foreach (var p in d.Tree)
+            {
+                uint pid = p.Pid;
+                var ids = d.One<task_kobj_ids_entry>(ImageKinds.Ids, pid);
+                var threads = p.Threads.Count > 0 ? p.Threads : [pid];
+                var cores = threads.ToDictionary(t => t, t => d.One<core_entry>(ImageKinds.Core, t));
+                var fds = d.Has(ImageKinds.Fdinfo, ids.FilesId) ? d.All<fdinfo_entry>(ImageKinds.Fdinfo, ids.FilesId).ToList() : [];
+                processes.Add(new ProcessImages
+                {
+                    Tree = p,
+                    Cores = cores,
+                    Ids = ids,
+                    Mm = d.One<mm_entry>(ImageKinds.Mm, pid),
+                    Fs = d.One<fs_entry>(ImageKinds.Fs, pid),
+                    Fds = fds,
+                    Pages = PageMap.Read(dir, pid),
+                });
+            }
+            if (processes.Count == 0 || processes[0].Tree.Ppid != 0)
+                throw new CriuModeException($"{d.FileOf(ImageKinds.Pstree)}: the first process must be the root (ppid 0)");
+            var byPid = new Dictionary<uint, ProcessImages>();
+            foreach (var p in processes)
+            {
+                if (p.Tree.Ppid != 0)
+                {
+                    if (!byPid.TryGetValue(p.Tree.Ppid, out var parent))
+                        throw new CriuModeException($"{d.FileOf(ImageKinds.Pstree)}: pid {p.Pid}'s parent {p.Tree.Ppid} does not come before it in the tree");
+                    parent.Children.Add(p);
+                }
+                if (!byPid.TryAdd(p.Tree.Pid, p))
+                    throw new CriuModeException($"{d.FileOf(ImageKinds.Pstree)}: pid {p.Pid} is listed twice");
+            }
+            var files = d.Has(ImageKinds.Files) ? d.All<file_entry>(ImageKinds.Files).ToDictionary(f => f.Id) : [];
+            var pipeData = new Dictionary<uint, byte[]>();
+            var pipeInfo = new Dictionary<uint, pipe_data_entry>();
+            if (d.Has(ImageKinds.PipesData))
+            {
+                using var r = CriuImageReader.Open(d.FileOf(ImageKinds.PipesData), ImageKinds.PipesData);
+                foreach (var e in r.ReadAllRaw())
+                {
+                    var entry = (pipe_data_entry)e.Message;
+                    pipeData[entry.PipeId] = e.Extra;
+                    pipeInfo[entry.PipeId] = entry;
+                }
+            }
+            var ttys = d.Has(ImageKinds.TtyInfo) ? d.All<tty_info_entry>(ImageKinds.TtyInfo).ToDictionary(t => t.Id) : [];
+            return new DumpImages(dir, processes, files, pipeData, pipeInfo, ttys);
+        }
+        catch (CriuImageException e)
+        {
+            throw new CriuModeException($"cannot restore from {dir}: {e.Message}", e);
+        }
+        catch (FileNotFoundException e)
+        {
+            throw new CriuModeException($"cannot restore from {dir}: image {e.FileName} is missing", e);
+        }
+    }
+
+    private static void Need(DumpDirectory d, ImageKind kind)
+    {
+        if (!d.Has(kind))
+            throw new CriuModeException($"cannot restore from {d.Path}: {kind.FileName} is missing (is this a dump directory?)");
+    }
+
+    /// <summary>Every pid and tid the tree needs.</summary>
+    public IEnumerable<(uint Id, ProcessImages Process)> AllIds =>
+        Processes.SelectMany(p => p.Threads.Select(t => (t, p)));
+
+    public file_entry File(uint id, string user) =>
+        Files.TryGetValue(id, out var f) ? f : throw new CriuModeException($"{Path.Combine(Dir, "files.img")} has no file {id}, which {user} needs");
+}

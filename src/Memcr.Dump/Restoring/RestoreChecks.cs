@@ -1,0 +1,120 @@
+using Memcr.CriuImages;
+using Memcr.Dump.Dumping;
+using Memcr.Dump.Files;
+using Memcr.Linux.Kernel;
+using Memcr.Linux.Proc;
+
+namespace Memcr.Dump.Restoring;
+
+/// <summary>
+/// What must hold before a single process is made: the pids are free, every file the tree maps or
+/// opens is the one that was dumped (same type, size and ELF build-id), the vDSO of this kernel
+/// has the dumped size, and a terminal is there when the tree needs one.
+/// </summary>
+internal static class RestoreChecks
+{
+    public static void Run(DumpImages images, RestoreOptions options)
+    {
+        foreach (var (id, process) in images.AllIds)
+        {
+            if (!Directory.Exists($"/proc/{id}"))
+                continue;
+            string comm;
+            try
+            {
+                comm = File.ReadAllText($"/proc/{id}/comm").Trim();
+            }
+            catch (IOException)
+            {
+                continue; // it ended meanwhile
+            }
+            string what = id == process.Tree.Pid ? $"pid {id}" : $"tid {id} (a thread of pid {process.Pid})";
+            throw new CriuModeException($"{what} is in use by '{comm}': the restored tree needs it; nothing was restored");
+        }
+        var checkedFiles = new HashSet<uint>();
+        foreach (var p in images.Processes)
+        {
+            if (p.Leader.Mtype != core_entry.Types.march.X8664)
+                throw new CriuModeException($"pid {p.Pid} was dumped on {p.Leader.Mtype}, this machine is x86_64; nothing was restored");
+            foreach (var v in p.Mm.Vmas.Where(v => (v.Status & (MemoryDumper.FilePrivate | MemoryDumper.FileShared)) != 0))
+                CheckFile(images, (uint)v.Shmid, $"the mapping 0x{v.Start:x}-0x{v.End:x} of pid {p.Pid}", checkedFiles);
+            CheckFile(images, p.Mm.ExeFileId, $"the executable of pid {p.Pid}", checkedFiles);
+            CheckFile(images, p.Fs.CwdId, $"the working directory of pid {p.Pid}", checkedFiles);
+            CheckFile(images, p.Fs.RootId, $"the root directory of pid {p.Pid}", checkedFiles);
+            foreach (var fd in p.Fds)
+            {
+                var f = images.File(fd.Id, $"fd {fd.Fd} of pid {p.Pid}");
+                switch (f.Type)
+                {
+                    case fd_types.Reg:
+                        CheckFile(images, fd.Id, $"fd {fd.Fd} of pid {p.Pid}", checkedFiles);
+                        break;
+                    case fd_types.Tty:
+                        if (!options.ShellJob)
+                            throw new CriuModeException($"fd {fd.Fd} of pid {p.Pid} is a terminal: restore the tree into this terminal with --shell-job (-j); nothing was restored");
+                        if (!ProcessCalls.IsTerminal(0))
+                            throw new CriuModeException($"fd {fd.Fd} of pid {p.Pid} is a terminal, but memcr restore's stdin is not one: run it in the terminal the tree is to use; nothing was restored");
+                        break;
+                    case fd_types.Pipe or fd_types.Eventfd or fd_types.Eventpoll or fd_types.Signalfd or fd_types.Timerfd:
+                        break;
+                    default:
+                        throw new CriuModeException($"fd {fd.Fd} of pid {p.Pid} is a {f.Type.OriginalName()} file, which memcr cannot restore yet; nothing was restored");
+                }
+            }
+            foreach (var v in p.Mm.Vmas.Where(v => (v.Status & (MemoryDumper.AnonShared | MemoryDumper.Memfd)) != 0))
+                throw new CriuModeException($"pid {p.Pid} maps shared memory at 0x{v.Start:x}, which memcr cannot restore yet; nothing was restored");
+        }
+        CheckVdso(images.Root);
+    }
+
+    /// <summary>A regular file of the dump is there, of the same type, size and build-id.</summary>
+    private static void CheckFile(DumpImages images, uint id, string user, HashSet<uint> done)
+    {
+        if (!done.Add(id))
+            return;
+        var f = images.File(id, user);
+        if (f.Type != fd_types.Reg || f.Reg is not { } reg)
+            return;
+        string path = reg.Name;
+        FileStatus st;
+        try
+        {
+            st = FileCalls.Stat(path);
+        }
+        catch (Linux.SyscallException e)
+        {
+            throw new CriuModeException($"{path}, {user}, is gone since the dump ({e.Message}); nothing was restored");
+        }
+        if (reg.HasMode && (reg.Mode & 0xf000) != (st.Mode & 0xf000))
+            throw new CriuModeException($"{path}, {user}, is not the same kind of file as at the dump (mode 0{Convert.ToString(reg.Mode, 8)} then, 0{Convert.ToString(st.Mode, 8)} now); nothing was restored");
+        if (reg.HasSize && st.IsRegular && (ulong)st.Size != reg.Size)
+            throw new CriuModeException($"{Path.GetFileName(path)} changed since the dump ({path}, {user}: size {reg.Size} then, {st.Size} now); nothing was restored");
+        if (reg.BuildId.Count > 0)
+        {
+            uint[]? now;
+            using (var stream = FdDumper.OpenForReading(path))
+                now = stream is null ? null : ElfBuildId.Read(stream);
+            if (now is null || !now.SequenceEqual(reg.BuildId))
+            {
+                throw new CriuModeException(
+                    $"{Path.GetFileName(path)} changed since the dump ({path}, {user}: build-id {ElfBuildId.Hex(reg.BuildId)} then, {(now is null ? "none" : ElfBuildId.Hex(now))} now); nothing was restored");
+            }
+        }
+    }
+
+    /// <summary>The dumped vDSO and vvar are moved to, not rebuilt: this kernel's must be the same size.</summary>
+    private static void CheckVdso(ProcessImages root)
+    {
+        var ours = ProcFs.ReadMaps(Environment.ProcessId);
+        ulong Size(string name) => ours.Where(v => v.Path == name).Aggregate(0UL, (s, v) => s + v.Length);
+        var vdso = root.Mm.Vmas.FirstOrDefault(v => (v.Status & MemoryDumper.Vdso) != 0);
+        var vvar = root.Mm.Vmas.FirstOrDefault(v => (v.Status & MemoryDumper.Vvar) != 0);
+        if (vdso is null)
+            throw new CriuModeException($"pid {root.Pid} had no vDSO: such a process cannot be restored by memcr; nothing was restored");
+        if (vdso.End - vdso.Start != Size("[vdso]"))
+            throw new CriuModeException($"the vDSO of pid {root.Pid} was {(vdso.End - vdso.Start) / 1024} KiB, this kernel's is {Size("[vdso]") / 1024} KiB: the dump comes from another kernel, and memcr cannot restore across vDSOs yet; nothing was restored");
+        ulong ourVvar = Size("[vvar]") + Size("[vvar_vclock]");
+        if (vvar is not null && vvar.End - vvar.Start != ourVvar)
+            throw new CriuModeException($"the vvar area of pid {root.Pid} was {(vvar.End - vvar.Start) / 1024} KiB, this kernel's is {ourVvar / 1024} KiB: the dump comes from another kernel; nothing was restored");
+    }
+}

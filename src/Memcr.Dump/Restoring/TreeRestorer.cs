@@ -1,0 +1,91 @@
+using System.Diagnostics;
+using Memcr.Linux;
+using Memcr.Linux.Kernel;
+using Memcr.Linux.Memory;
+using Memcr.Linux.Proc;
+using Memcr.Linux.Ptrace;
+
+namespace Memcr.Dump.Restoring;
+
+/// <summary>
+/// memcr restore: makes the dumped tree again from its images, same pids, and lets it run. Nothing
+/// is injected and the .NET process never forks: a helper (memcr itself, started with
+/// posix_spawn and seized) makes the root with a remote clone3(CLONE_PARENT, set_tid), so the
+/// root is memcr's child; the rest is made by remote syscalls in the new processes. A failure
+/// kills everything made so far and leaves the images as they are, so the restore can be
+/// retried. All ptrace work happens on the calling thread.
+/// </summary>
+public static class TreeRestorer
+{
+    public const string HelperVerb = "__restore-helper";
+
+    /// <summary>Restores the tree; returns 0 with -d, else the root's exit status once it ends.</summary>
+    public static int Restore(RestoreOptions options, CriuLog log)
+    {
+        var clock = Stopwatch.StartNew();
+        var images = DumpImages.Read(options.Dir);
+        RestoreChecks.Run(images, options);
+        string helperPath = options.HelperPath ?? throw new CriuModeException("the path of the memcr binary is unknown: it is needed as the restore helper");
+        using var files = RestorerFiles.Open(images, log);
+        using var buffers = new BufferPool(6, PageLoader.PieceBytes);
+        var ctx = new RestoreContext(images, files, options, log, buffers);
+        var root = images.Root;
+        Tracer? helper = null;
+        try
+        {
+            int helperPid = ProcessCalls.Spawn(helperPath, [HelperVerb]);
+            helper = Tracer.Seize(helperPid, log.Debug, PtraceOptions.TraceFork | PtraceOptions.ExitKill);
+            using (var memory = new RemoteMemory(helperPid))
+            {
+                ulong insn = RemoteSyscall.FindSyscallInstruction(helperPid, ProcFs.ReadMaps(helperPid), ctx.Arch, memory);
+                using var remote = RemoteTask.Open(helper, ctx.Arch, memory, insn, helperPid);
+                remote.MapScratch(4096);
+                // With CLONE_PARENT the exit signal must be 0: the root takes the helper's (SIGCHLD, to memcr).
+                ProcessBuilder.Clone(remote, root.Pid, ProcessBuilder.CloneParent, 0);
+            }
+            var rootTracer = Tracer.Adopt(root.Pid, log.Debug);
+            // Killed and reaped (memcr is its tracer and parent); the root is now memcr's child.
+            helper.Kill();
+            helper = null;
+            new ProcessBuilder(ctx).Build(root, rootTracer, null);
+
+            if (options.ShellJob && files.Terminal is { } tty && root.Tree.Pgid == root.Tree.Pid)
+                ProcessCalls.SetForegroundGroup(tty, root.Pid); // ^C and ^Z go to the restored job
+            // A process dumped stopped (SIGSTOP) is stopped again before it is let go.
+            foreach (var p in images.Processes.Where(p => p.Leader.Tc?.TaskState == 6))
+                ProcessCalls.Stop(p.Pid);
+            if (options.PidFile is { } pidFile)
+                File.WriteAllText(pidFile, root.Pid.ToString(System.Globalization.CultureInfo.InvariantCulture));
+            foreach (var t in ctx.Made)
+                t.Release();
+        }
+        catch (Exception e)
+        {
+            helper?.Kill();
+            foreach (var t in ctx.Made)
+            {
+                try
+                {
+                    t.Kill();
+                }
+                catch (Exception kill) when (kill is SyscallException or ProcessGoneException)
+                {
+                    log.Warn($"pid {t.Pid}: {kill.Message}");
+                }
+            }
+            string why = e switch
+            {
+                CriuModeException c => c.Message,
+                ProcessGoneException g => $"a restored process died: {g.Message}",
+                _ => e.Message,
+            };
+            throw new CriuModeException($"cannot restore the tree of pid {root.Pid} from {options.Dir}: {why}; the partly restored processes were killed, the images are unchanged", e);
+        }
+        log.Info($"restored {images.Processes.Count} process(es) in {clock.Elapsed.TotalMilliseconds:F1} ms ({ctx.Pages.PagesWritten} pages written, {ctx.Pages.PagesShared} shared with a parent)");
+        if (options.Detach)
+            return 0;
+        var status = ProcessCalls.WaitChild(root.Pid);
+        log.Info($"pid {root.Pid} {status}");
+        return status.Exited ? status.ExitCode : 128 + status.TermSignal;
+    }
+}
