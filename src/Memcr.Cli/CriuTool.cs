@@ -113,7 +113,7 @@ internal static class CriuTool
                     return KernelCheck.Run(Console.Out);
             }
         }
-        catch (CriuModeException e)
+        catch (Exception e) when (e is CriuModeException or IOException or UnauthorizedAccessException)
         {
             log.Error(e.Message);
             if (level >= 4)

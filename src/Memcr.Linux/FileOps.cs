@@ -168,4 +168,8 @@ public static class FileOps
 
     public const int S_IFMT = 0xF000;
     public const int S_IFSOCK = 0xC000;
+
+    /// <summary>chown(2) of a path to <paramref name="uid"/> and <paramref name="gid"/>.</summary>
+    public static void ChangeOwner(string path, int uid, int gid) =>
+        Errno.Check(Interop.Libc.chown(path, uid, gid), "chown", $"{path} ({uid}:{gid})");
 }

@@ -70,18 +70,27 @@ internal static class MemoryDumper
         }
         if (unsupported)
             throw new CriuModeException($"{where} is an I/O or PFN mapping of a device, which cannot be dumped; pid {pid} was left running untouched");
-        if (v.IsAnonymous || v.Path.StartsWith('[') || v.Inode == 0)
+        if ((v.IsAnonymous || v.Path.StartsWith('[') || v.Inode == 0) && !v.Shared)
         {
-            if (v.Shared)
-                throw new CriuModeException($"{where} is shared anonymous memory, which is not supported yet; pid {pid} was left running untouched");
             e.Status = Regular | AnonPrivate;
             e.Flags |= MapAnonymous;
             return e;
         }
         string mapFile = $"/proc/{pid}/map_files/{v.Start:x}-{v.End:x}";
         var st = FileCalls.Stat(mapFile);
-        if (v.Path.StartsWith("/memfd:", StringComparison.Ordinal) || v.Path.StartsWith("/dev/zero", StringComparison.Ordinal) || v.Path.StartsWith("/SYSV", StringComparison.Ordinal))
-            throw new CriuModeException($"{where} is shared memory ({v.Path}), which is not supported yet; pid {pid} was left running untouched");
+        if (v.Path.StartsWith("/SYSV", StringComparison.Ordinal))
+            throw new CriuModeException($"{where} is System V shared memory, which is not supported yet; pid {pid} was left running untouched");
+        if (v.Path.StartsWith("/memfd:", StringComparison.Ordinal) || v.Path.StartsWith("/dev/zero (deleted)", StringComparison.Ordinal) || (v.Shared && v.IsAnonymous))
+        {
+            // A memfd, or shared anonymous memory (a shmem file): kept as CRIU 4 keeps both, a
+            // memfd inode whose contents are in pagemap-shmem-INODE.img, mapped by every process.
+            string name = v.Path.StartsWith("/memfd:", StringComparison.Ordinal) ? v.Path["/memfd:".Length..].Replace(" (deleted)", "", StringComparison.Ordinal) : "dev/zero";
+            e.Shmid = files.MemfdMapping(st, name, () => FileCalls.Open(mapFile, 0));
+            e.Pgoff = v.Offset;
+            e.Status = Regular | Memfd | (v.Shared ? FileShared : FilePrivate);
+            e.Fdflags = v.Shared && v.IsWritable ? 2u : 0u;
+            return e;
+        }
         if (v.Path.EndsWith(" (deleted)", StringComparison.Ordinal))
             throw new CriuModeException($"{where} maps a file that was deleted: deleted files are not supported; pid {pid} was left running untouched");
         if (!st.IsRegular)

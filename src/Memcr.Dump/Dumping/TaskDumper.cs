@@ -21,6 +21,7 @@ internal static class TaskDumper
     private const int RlimNlimits = 16;
     private const int PrGetPdeathsig = 2, PrGetDumpable = 3, PrGetSecurebits = 27, PrGetChildSubreaper = 37, PrGetTidAddress = 40, PrGetThpDisable = 42;
     private const int SigKill = 9, SigStop = 19, Signals = 64;
+    private const ulong MembarrierGetRegistrations = 1 << 9;
 
     /// <summary>The thread's state that ptrace gives; read before any remote syscall changes its mask.</summary>
     public static (thread_info_x86 Info, ulong Mask) Registers(Tracer tracer, int tid)
@@ -142,6 +143,11 @@ internal static class TaskDumper
         remote.Call("prctl(PR_GET_CHILD_SUBREAPER)", remote.Nr.Prctl, PrGetChildSubreaper, v);
         if (BinaryPrimitives.ReadInt32LittleEndian(remote.Read(v, 4)) != 0)
             tc.ChildSubreaper = true;
+        // MEMBARRIER_CMD_GET_REGISTRATIONS (Linux 6.3+): the runtimes that use membarrier (.NET)
+        // fail without the registrations they made.
+        long registrations = remote.Raw(remote.Nr.Membarrier, MembarrierGetRegistrations, 0, 0);
+        if (registrations > 0)
+            tc.MembarrierRegistrationMask = (uint)registrations;
         return tc;
     }
 

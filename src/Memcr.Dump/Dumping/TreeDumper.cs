@@ -133,6 +133,22 @@ public static class TreeDumper
             foreach (var (entry, data) in files.PipeData)
                 w.Write(entry, data);
         }
+        if (files.FifoData.Count > 0)
+        {
+            using var w = CriuImageWriter.Create(Path(ImageKinds.FifoData.FileName), ImageKinds.FifoData);
+            foreach (var (entry, data) in files.FifoData)
+                w.Write(entry, data);
+        }
+        if (files.MemfdInodes.Count > 0)
+        {
+            Write(ImageKinds.MemfdInode, ImageKinds.MemfdInode.FileName, [.. files.MemfdInodes.Select(m => m.Entry)]);
+            uint pagesId = (uint)processes.Count;
+            foreach (var (inode, file) in files.MemfdInodes)
+            {
+                using (file)
+                    SharedMemory.Dump(inode, file, ++pagesId, Path);
+            }
+        }
         if (files.TtyInfos.Count > 0)
             Write(ImageKinds.TtyInfo, ImageKinds.TtyInfo.FileName, [.. files.TtyInfos]);
         Write(ImageKinds.Seccomp, ImageKinds.Seccomp.FileName, new seccomp_entry());

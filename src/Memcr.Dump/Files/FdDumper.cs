@@ -20,6 +20,8 @@ internal sealed class FdDumper(FileTable files, bool shellJob, CriuLog log)
     /// <summary>Devices restored by opening their path again: they keep no state of their own.</summary>
     private static readonly HashSet<(uint, uint)> PlainDevices = [(1, 3), (1, 5), (1, 7), (1, 8), (1, 9)];
 
+    private Dictionary<uint, UnixSocketInfo>? _unix;
+
     public List<fdinfo_entry> Dump(int pid, SafeFileHandle pidfd)
     {
         var entries = new List<fdinfo_entry>();
@@ -45,7 +47,15 @@ internal sealed class FdDumper(FileTable files, bool shellJob, CriuLog log)
         if (link.StartsWith("pipe:", StringComparison.Ordinal))
             return fd_types.Pipe;
         if (link.StartsWith("socket:", StringComparison.Ordinal))
-            throw new CriuModeException($"{where} is a socket: sockets are not supported yet; pid {pid} was left running untouched");
+        {
+            _unix ??= UnixDiag.All();
+            if (_unix.TryGetValue((uint)st.Inode, out var u) && u.State == 10 && u.Name.Length > 0 && u.Name[0] == '/' && u.PendingConnections.Length == 0)
+                return fd_types.Unixsk;
+            string kind = _unix.TryGetValue((uint)st.Inode, out var unix) ? $"a UNIX {(unix.Type == 2 ? "datagram" : "stream")} socket{(unix.State == 10 ? " with connections waiting" : unix.Name.Length == 0 ? "" : $" ({System.Text.Encoding.UTF8.GetString(unix.Name).Replace("\0", "@", StringComparison.Ordinal)})")}" : "a network socket";
+            throw new CriuModeException($"{where} is {kind}: sockets other than UNIX listening sockets bound to a path are not supported yet; pid {pid} was left running untouched");
+        }
+        if (link.StartsWith("/memfd:", StringComparison.Ordinal))
+            return fd_types.Memfd;
         if (link.StartsWith("anon_inode:", StringComparison.Ordinal))
         {
             return link switch
@@ -62,7 +72,7 @@ internal sealed class FdDumper(FileTable files, bool shellJob, CriuLog log)
         if (link.EndsWith(" (deleted)", StringComparison.Ordinal))
             throw new CriuModeException($"{where} is a file that was deleted while open: deleted files are not supported; pid {pid} was left running untouched");
         if (st.IsFifo)
-            throw new CriuModeException($"{where} is a named pipe (FIFO): FIFOs are not supported yet; pid {pid} was left running untouched");
+            return fd_types.Fifo;
         if (st.IsCharDevice)
         {
             if (IsTerminal(st))
@@ -96,10 +106,24 @@ internal sealed class FdDumper(FileTable files, bool shellJob, CriuLog log)
                 break;
             case fd_types.Pipe:
                 entry.Pipe = new pipe_entry { Id = id, PipeId = (uint)st.Inode, Flags = flags, Fown = fown };
-                Contents(file, (uint)st.Inode, $"{link} (fd {fd} of pid {pid})");
+                Contents(file, (uint)st.Inode, $"{link} (fd {fd} of pid {pid})", files.PipeData);
                 break;
             case fd_types.Tty:
                 entry.Tty = Terminal(pid, fd, link, st, file, flags, fown, id);
+                break;
+            case fd_types.Fifo:
+                uint regf = files.NewId();
+                files.Entries.Add(new file_entry { Type = fd_types.Reg, Id = regf, Reg = FileTable.RegEntry(regf, link, st, flags, 0, FileTable.NoOwner(), null) });
+                entry.Fifo = new fifo_entry { Id = id, PipeId = (uint)st.Inode, RegfId = regf };
+                Contents(file, (uint)st.Inode, $"{link} (fd {fd} of pid {pid})", files.FifoData);
+                break;
+            case fd_types.Memfd:
+                string name = link["/memfd:".Length..].Replace(" (deleted)", "", StringComparison.Ordinal);
+                uint inode = files.MemfdInode(st, name, () => FileCalls.Dup((int)file.DangerousGetHandle(), link));
+                entry.Memfd = new memfd_file_entry { Id = id, Flags = flags, Pos = (ulong)Math.Max(0, info.Pos), Fown = fown, InodeId = inode };
+                break;
+            case fd_types.Unixsk:
+                entry.Usk = UnixSocket(id, flags, fown, _unix![(uint)st.Inode], file);
                 break;
             case fd_types.Eventfd:
                 entry.Efd = new eventfd_file_entry { Id = id, Flags = flags, Fown = fown, Counter = Hex(info.Value("eventfd-count")) };
@@ -140,7 +164,7 @@ internal sealed class FdDumper(FileTable files, bool shellJob, CriuLog log)
     }
 
     /// <summary>A pipe's unread bytes, copied with tee(2) so that they stay where they are.</summary>
-    private void Contents(SafeFileHandle pipe, uint pipeId, string what)
+    private void Contents(SafeFileHandle pipe, uint pipeId, string what, List<(pipe_data_entry, byte[])> into)
     {
         if (files.PipeSeen(pipeId))
             return;
@@ -165,7 +189,7 @@ internal sealed class FdDumper(FileTable files, bool shellJob, CriuLog log)
             }
             if (got != queued)
                 throw new CriuModeException($"{what}: {queued} bytes queued but {got} could be copied");
-            files.PipeData.Add((new pipe_data_entry { PipeId = pipeId, Bytes = (uint)got, Size = (uint)size }, data));
+            into.Add((new pipe_data_entry { PipeId = pipeId, Bytes = (uint)got, Size = (uint)size }, data));
         }
     }
 
@@ -212,6 +236,45 @@ internal sealed class FdDumper(FileTable files, bool shellJob, CriuLog log)
         var e = new termios_entry { CIflag = t.IFlag, COflag = t.OFlag, CCflag = t.CFlag, CLflag = t.LFlag, CLine = t.Line, CIspeed = 0, COspeed = 0 };
         for (int w = 0; w < 19; w++)
             e.CCc.Add(w < 8 ? (uint)(t.Cc[4 * w] | (t.Cc[4 * w + 1] << 8) | (t.Cc[4 * w + 2] << 16) | (t.Cc[4 * w + 3] << 24)) : 0);
+        return e;
+    }
+
+    /// <summary>A listening UNIX socket bound to a path: its name, backlog, options and the permissions of its file.</summary>
+    private static unix_sk_entry UnixSocket(uint id, uint flags, fown_entry fown, UnixSocketInfo u, SafeFileHandle sock)
+    {
+        var (sndSec, sndUsec) = SocketCalls.GetTime(sock, SocketCalls.SoSndtimeo);
+        var (rcvSec, rcvUsec) = SocketCalls.GetTime(sock, SocketCalls.SoRcvtimeo);
+        var opts = new sk_opts_entry
+        {
+            SoSndbuf = (uint)SocketCalls.GetInt(sock, SocketCalls.SolSocket, SocketCalls.SoSndbuf),
+            SoRcvbuf = (uint)SocketCalls.GetInt(sock, SocketCalls.SolSocket, SocketCalls.SoRcvbuf),
+            SoSndTmoSec = (ulong)sndSec, SoSndTmoUsec = (ulong)sndUsec, SoRcvTmoSec = (ulong)rcvSec, SoRcvTmoUsec = (ulong)rcvUsec,
+            Reuseaddr = SocketCalls.GetInt(sock, SocketCalls.SolSocket, SocketCalls.SoReuseaddr) != 0,
+            SoPasscred = SocketCalls.GetInt(sock, SocketCalls.SolSocket, SocketCalls.SoPasscred) != 0,
+        };
+        var e = new unix_sk_entry
+        {
+            Id = id, Ino = u.Inode, Type = (uint)u.Type, State = (uint)u.State, Flags = flags, Uflags = 0, Backlog = u.SendQueue, Peer = u.Peer,
+            Fown = fown, Opts = opts,
+        };
+        // sock_diag gives a path name with its terminating NUL; the image keeps the path alone.
+        int len = u.Name.Length;
+        while (len > 1 && u.Name[len - 1] == 0)
+            len--;
+        e.Name = Google.Protobuf.ByteString.CopyFrom(u.Name, 0, len);
+        string path = System.Text.Encoding.UTF8.GetString(u.Name, 0, len);
+        if (File.Exists(path) || Directory.Exists(Path.GetDirectoryName(path)))
+        {
+            try
+            {
+                var st = FileCalls.Stat(path, follow: false);
+                e.FilePerms = new file_perms_entry { Mode = st.Mode, Uid = st.Uid, Gid = st.Gid };
+            }
+            catch (Linux.SyscallException)
+            {
+                e.Deleted = true; // the socket's file was removed: it stays reachable by no one
+            }
+        }
         return e;
     }
 

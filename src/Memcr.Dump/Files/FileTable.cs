@@ -20,6 +20,14 @@ internal sealed class FileTable
 
     public List<(pipe_data_entry Entry, byte[] Data)> PipeData { get; } = [];
 
+    public List<(pipe_data_entry Entry, byte[] Data)> FifoData { get; } = [];
+
+    /// <summary>memfd (and shared anonymous memory) inodes: their memfd.img entry and an open descriptor to read their contents from.</summary>
+    public List<(memfd_inode_entry Entry, Microsoft.Win32.SafeHandles.SafeFileHandle File)> MemfdInodes { get; } = [];
+
+    private readonly Dictionary<(ulong Dev, ulong Inode), uint> _memfdInodes = [];
+    private readonly Dictionary<(ulong Dev, ulong Inode), uint> _memfdMappings = [];
+
     public List<tty_info_entry> TtyInfos { get; } = [];
 
     public uint NewId() => _next++;
@@ -73,6 +81,46 @@ internal sealed class FileTable
 
     /// <summary>Whether the contents of pipe <paramref name="pipeId"/> were taken already (a pipe has them once).</summary>
     public bool PipeSeen(uint pipeId) => !_pipesDumped.Add(pipeId);
+
+    /// <summary>
+    /// The memfd.img inode id of a memfd (or a shared anonymous mapping's shmem file); the first
+    /// time, its entry, with <paramref name="open"/> giving a descriptor to read its contents.
+    /// </summary>
+    public uint MemfdInode(FileStatus st, string name, Func<Microsoft.Win32.SafeHandles.SafeFileHandle> open)
+    {
+        if (_memfdInodes.TryGetValue((st.Dev, st.Inode), out uint known))
+            return known;
+        uint id = (uint)_memfdInodes.Count + 1;
+        var file = open();
+        var entry = new memfd_inode_entry
+        {
+            Name = name, Uid = st.Uid, Gid = st.Gid, Size = (ulong)st.Size, Shmid = (uint)st.Inode,
+            Seals = (uint)FileCalls.Seals(file), InodeId = id, Mode = st.Mode,
+        };
+        MemfdInodes.Add((entry, file));
+        _memfdInodes[(st.Dev, st.Inode)] = id;
+        return id;
+    }
+
+    /// <summary>
+    /// The MEMFD file entry that the mappings of a memfd (or of shared anonymous memory) name in
+    /// their shmid: one per inode, read-write, as some of its mappings may be.
+    /// </summary>
+    public uint MemfdMapping(FileStatus st, string name, Func<Microsoft.Win32.SafeHandles.SafeFileHandle> open)
+    {
+        if (_memfdMappings.TryGetValue((st.Dev, st.Inode), out uint known))
+            return known;
+        uint inode = MemfdInode(st, name, open);
+        uint id = NewId();
+        Entries.Add(new file_entry
+        {
+            Type = fd_types.Memfd,
+            Id = id,
+            Memfd = new memfd_file_entry { Id = id, Flags = 2, Pos = 0, Fown = NoOwner(), InodeId = inode },
+        });
+        _memfdMappings[(st.Dev, st.Inode)] = id;
+        return id;
+    }
 
     /// <summary>The tty_info id of a terminal (by its rdev), and whether it is new.</summary>
     public (uint Id, bool New) Tty(uint rdev, uint index)

@@ -114,6 +114,7 @@ internal sealed class AddressSpaceBuilder(RestoreContext ctx, ProcessImages p, R
     public void MapAll(IReadOnlyCollection<vma_entry> kept)
     {
         var opened = new Dictionary<ulong, ulong>();
+        long pidfd = -1;
         try
         {
             foreach (var v in p.Mm.Vmas)
@@ -123,7 +124,18 @@ internal sealed class AddressSpaceBuilder(RestoreContext ctx, ProcessImages p, R
                 ulong prot = v.Prot | (HasPages(v) ? ProtRead | ProtWrite : 0);
                 ulong flags = (v.Flags & (MapShared | MapPrivate)) | MapFixed | (v.Flags & (MemoryDumper.MapGrowsdown | MemoryDumper.MapNoreserve));
                 ulong fd = ulong.MaxValue;
-                if ((v.Status & (MemoryDumper.FilePrivate | MemoryDumper.FileShared)) != 0)
+                if ((v.Status & MemoryDumper.Memfd) != 0)
+                {
+                    // A memfd (or shared anonymous memory) is memcr's own memfd, taken into the process.
+                    if (!opened.TryGetValue(v.Shmid, out fd))
+                    {
+                        if (pidfd < 0)
+                            pidfd = remote.Call("pidfd_open(memcr)", remote.Nr.PidfdOpen, (ulong)Environment.ProcessId, 0);
+                        fd = (ulong)remote.Call("pidfd_getfd(memfd)", remote.Nr.PidfdGetfd, (ulong)pidfd, (ulong)ctx.Files[(uint)v.Shmid].DangerousGetHandle(), 0);
+                        opened[v.Shmid] = fd;
+                    }
+                }
+                else if ((v.Status & (MemoryDumper.FilePrivate | MemoryDumper.FileShared)) != 0)
                 {
                     if (!opened.TryGetValue(v.Shmid, out fd))
                     {
@@ -150,6 +162,8 @@ internal sealed class AddressSpaceBuilder(RestoreContext ctx, ProcessImages p, R
         {
             foreach (ulong fd in opened.Values)
                 remote.Raw(remote.Nr.Close, fd);
+            if (pidfd >= 0)
+                remote.Raw(remote.Nr.Close, (ulong)pidfd);
         }
     }
 

@@ -40,6 +40,9 @@ internal sealed class DumpImages
     private DumpImages(string dir, List<ProcessImages> processes, Dictionary<uint, file_entry> files, Dictionary<uint, byte[]> pipeData,
         Dictionary<uint, pipe_data_entry> pipeInfo, Dictionary<uint, tty_info_entry> ttys)
     {
+        FifoData = [];
+        FifoInfo = [];
+        MemfdInodes = [];
         Dir = dir;
         Processes = processes;
         Files = files;
@@ -63,6 +66,17 @@ internal sealed class DumpImages
     public Dictionary<uint, pipe_data_entry> PipeInfo { get; }
 
     public Dictionary<uint, tty_info_entry> Ttys { get; }
+
+    /// <summary>Unread bytes of each FIFO (by pipe_id), and its buffer size.</summary>
+    public Dictionary<uint, byte[]> FifoData { get; }
+
+    public Dictionary<uint, pipe_data_entry> FifoInfo { get; }
+
+    /// <summary>memfd.img: memfd inodes (and shared anonymous memory) by inode id.</summary>
+    public Dictionary<uint, memfd_inode_entry> MemfdInodes { get; }
+
+    /// <summary>The pagemap of a memfd inode's contents (offsets in the file as addresses).</summary>
+    public PageMap SharedPages(memfd_inode_entry inode) => PageMap.Read(Path.Combine(Dir, $"pagemap-shmem-{inode.Shmid}.img"));
 
     public static DumpImages Read(string dir)
     {
@@ -124,7 +138,23 @@ internal sealed class DumpImages
                 }
             }
             var ttys = d.Has(ImageKinds.TtyInfo) ? d.All<tty_info_entry>(ImageKinds.TtyInfo).ToDictionary(t => t.Id) : [];
-            return new DumpImages(dir, processes, files, pipeData, pipeInfo, ttys);
+            var images = new DumpImages(dir, processes, files, pipeData, pipeInfo, ttys);
+            if (d.Has(ImageKinds.FifoData))
+            {
+                using var r = CriuImageReader.Open(d.FileOf(ImageKinds.FifoData), ImageKinds.FifoData);
+                foreach (var e in r.ReadAllRaw())
+                {
+                    var entry = (pipe_data_entry)e.Message;
+                    images.FifoData[entry.PipeId] = e.Extra;
+                    images.FifoInfo[entry.PipeId] = entry;
+                }
+            }
+            if (d.Has(ImageKinds.MemfdInode))
+            {
+                foreach (var m in d.All<memfd_inode_entry>(ImageKinds.MemfdInode))
+                    images.MemfdInodes[(uint)m.InodeId] = m;
+            }
+            return images;
         }
         catch (CriuImageException e)
         {

@@ -55,14 +55,27 @@ internal static class RestoreChecks
                         if (!ProcessCalls.IsTerminal(0))
                             throw new CriuModeException($"fd {fd.Fd} of pid {p.Pid} is a terminal, but memcr restore's stdin is not one: run it in the terminal the tree is to use; nothing was restored");
                         break;
-                    case fd_types.Pipe or fd_types.Eventfd or fd_types.Eventpoll or fd_types.Signalfd or fd_types.Timerfd:
+                    case fd_types.Pipe or fd_types.Eventfd or fd_types.Eventpoll or fd_types.Signalfd or fd_types.Timerfd or fd_types.Memfd:
+                        break;
+                    case fd_types.Fifo:
+                        CheckFile(images, f.Fifo.RegfId, $"the FIFO at fd {fd.Fd} of pid {p.Pid}", checkedFiles);
+                        break;
+                    case fd_types.Unixsk:
+                        if (f.Usk.State != 10 || f.Usk.Name.Length == 0 || f.Usk.Name[0] != '/')
+                            throw new CriuModeException($"fd {fd.Fd} of pid {p.Pid} is a UNIX socket that is not listening on a path, which memcr cannot restore yet; nothing was restored");
                         break;
                     default:
                         throw new CriuModeException($"fd {fd.Fd} of pid {p.Pid} is a {f.Type.OriginalName()} file, which memcr cannot restore yet; nothing was restored");
                 }
             }
-            foreach (var v in p.Mm.Vmas.Where(v => (v.Status & (MemoryDumper.AnonShared | MemoryDumper.Memfd)) != 0))
-                throw new CriuModeException($"pid {p.Pid} maps shared memory at 0x{v.Start:x}, which memcr cannot restore yet; nothing was restored");
+            foreach (var v in p.Mm.Vmas.Where(v => (v.Status & MemoryDumper.AnonShared) != 0))
+                throw new CriuModeException($"pid {p.Pid} maps System V or old-style shared memory at 0x{v.Start:x}, which memcr cannot restore yet; nothing was restored");
+            foreach (var v in p.Mm.Vmas.Where(v => (v.Status & MemoryDumper.Memfd) != 0))
+            {
+                var f = images.File((uint)v.Shmid, $"the shared mapping 0x{v.Start:x} of pid {p.Pid}");
+                if (f.Type != fd_types.Memfd || !images.MemfdInodes.ContainsKey(f.Memfd.InodeId))
+                    throw new CriuModeException($"the shared mapping 0x{v.Start:x} of pid {p.Pid} names file {v.Shmid}, which is not a memfd of memfd.img; nothing was restored");
+            }
         }
         CheckVdso(images.Root);
     }

@@ -16,6 +16,9 @@ internal sealed class RestorerFiles : IDisposable
 
     private readonly Dictionary<uint, SafeFileHandle> _files = [];
     private readonly List<SafeFileHandle> _pipeEnds = [];
+    private readonly Dictionary<uint, SafeFileHandle> _fifoKeepers = [];
+    private readonly Dictionary<uint, SafeFileHandle> _memfds = [];
+    private readonly Dictionary<uint, int> _seals = [];
 
     /// <summary>memcr's terminal, when a shell job gets it.</summary>
     public SafeFileHandle? Terminal { get; private set; }
@@ -27,7 +30,10 @@ internal sealed class RestorerFiles : IDisposable
         var set = new RestorerFiles();
         try
         {
-            var ids = images.Processes.SelectMany(p => p.Fds).Select(f => f.Id).Distinct().Order().ToList();
+            // Descriptors' files, and the memfd entries that memfd mappings name.
+            var ids = images.Processes.SelectMany(p => p.Fds).Select(f => f.Id)
+                .Concat(images.Processes.SelectMany(p => p.Mm.Vmas).Where(v => (v.Status & Dumping.MemoryDumper.Memfd) != 0).Select(v => (uint)v.Shmid))
+                .Distinct().Order().ToList();
             var pipeEnds = new Dictionary<(uint PipeId, bool Write), SafeFileHandle>();
             foreach (uint id in ids)
             {
@@ -42,6 +48,9 @@ internal sealed class RestorerFiles : IDisposable
                     fd_types.Timerfd => FileCalls.TimerFd((int)f.Tfd.Clockid, (int)f.Tfd.Flags & ONonblock,
                         ((long)f.Tfd.Isec, (long)f.Tfd.Insec), ((long)f.Tfd.Vsec, (long)f.Tfd.Vnsec)),
                     fd_types.Eventpoll => FileCalls.EpollCreate(),
+                    fd_types.Fifo => set.Fifo(images, f.Fifo),
+                    fd_types.Memfd => set.Memfd(images, f.Memfd),
+                    fd_types.Unixsk => UnixListener(f.Usk),
                     _ => throw new CriuModeException($"file {id} is a {f.Type.OriginalName()} file, which memcr cannot restore yet"),
                 };
                 log.Debug($"file {id}: {f.Type.OriginalName()} ready");
@@ -100,6 +109,101 @@ internal sealed class RestorerFiles : IDisposable
         return again;
     }
 
+    /// <summary>
+    /// A FIFO opened again by its path. memcr first holds it open read-write (so that neither end
+    /// waits for the other), refills it, then opens it as the process had it.
+    /// </summary>
+    private SafeFileHandle Fifo(DumpImages images, fifo_entry e)
+    {
+        var reg = images.File(e.RegfId, $"FIFO {e.Id}").Reg;
+        if (!_fifoKeepers.TryGetValue(e.PipeId, out var keeper))
+        {
+            keeper = FileCalls.Open(reg.Name, 2 | ONonblock);
+            _fifoKeepers[e.PipeId] = keeper;
+            if (images.FifoData.TryGetValue(e.PipeId, out var data))
+            {
+                FileCalls.SetPipeSize(keeper, (int)Math.Max(Math.Max(images.FifoInfo[e.PipeId].Size, (uint)data.Length), 4096), reg.Name);
+                FileCalls.WriteAll(keeper, data, reg.Name);
+            }
+        }
+        var fd = FileCalls.Open(reg.Name, ((int)reg.Flags & ~OCreatExclTrunc) | ONonblock);
+        FileCalls.SetStatusFlags(fd, (int)reg.Flags & ~OCreatExclTrunc & ~0x80000, reg.Name);
+        return fd;
+    }
+
+    /// <summary>
+    /// A memfd made again with its contents and seals; each file entry of it is a description of
+    /// its own (opened through /proc), at its offset.
+    /// </summary>
+    private SafeFileHandle Memfd(DumpImages images, memfd_file_entry e)
+    {
+        if (!_memfds.TryGetValue(e.InodeId, out var memfd))
+        {
+            var inode = images.MemfdInodes.TryGetValue(e.InodeId, out var i) ? i : throw new CriuModeException($"memfd.img has no inode {e.InodeId}");
+            memfd = FileCalls.MemfdCreate(inode.Name, (long)inode.Size);
+            var map = images.SharedPages(inode);
+            using (var pages = Memcr.CriuImages.Pages.PagesReader.Open(images.Dir, map))
+            {
+                var buffer = new byte[1 << 20];
+                foreach (var run in map.Runs.Where(r => r.InFile))
+                {
+                    for (long done = 0; done < run.Bytes; done += buffer.Length)
+                    {
+                        int n = (int)Math.Min(buffer.Length, run.Bytes - done);
+                        pages.ReadAt(run.FileOffset + done, buffer.AsSpan(0, n));
+                        long at = (long)run.Address + done;
+                        // The last page may run past the end of the file: only the file's part goes back.
+                        int keep = (int)Math.Min(n, Math.Max(0, (long)inode.Size - at));
+                        if (keep > 0)
+                            RandomAccess.Write(memfd, buffer.AsSpan(0, keep), at);
+                    }
+                }
+            }
+            _memfds[e.InodeId] = memfd;
+            _seals[e.InodeId] = (int)inode.Seals;
+        }
+        var fd = FileCalls.Open($"/proc/self/fd/{memfd.DangerousGetHandle()}", (int)e.Flags & ~OCreatExclTrunc);
+        if (e.Pos != 0)
+            FileCalls.Seek(fd, (long)e.Pos, $"memfd {e.InodeId}");
+        return fd;
+    }
+
+    /// <summary>A listening UNIX socket bound to its path again (a stale socket file left there is replaced).</summary>
+    private static SafeFileHandle UnixListener(unix_sk_entry u)
+    {
+        string path = System.Text.Encoding.UTF8.GetString(u.Name.Span);
+        if (File.Exists(path) && FileCalls.Stat(path, follow: false).IsSocket)
+            FileCalls.Unlink(path);
+        var sock = SocketCalls.ListenUnix((int)u.Type, path, (int)Math.Max(1, u.Backlog));
+        if (u.FilePerms is { } perms)
+        {
+            File.SetUnixFileMode(path, (UnixFileMode)(perms.Mode & 0xfff));
+            Linux.FileOps.ChangeOwner(path, (int)perms.Uid, (int)perms.Gid);
+        }
+        if (u.Opts is { } o)
+        {
+            SocketCalls.SetInt(sock, SocketCalls.SolSocket, SocketCalls.SoSndbuf, (int)o.SoSndbuf / 2, path);
+            SocketCalls.SetInt(sock, SocketCalls.SolSocket, SocketCalls.SoRcvbuf, (int)o.SoRcvbuf / 2, path);
+            if (o.Reuseaddr)
+                SocketCalls.SetInt(sock, SocketCalls.SolSocket, SocketCalls.SoReuseaddr, 1, path);
+            if (o.SoPasscred)
+                SocketCalls.SetInt(sock, SocketCalls.SolSocket, SocketCalls.SoPasscred, 1, path);
+            if ((o.SoSndTmoSec | o.SoSndTmoUsec) != 0)
+                SocketCalls.SetTime(sock, SocketCalls.SoSndtimeo, (long)o.SoSndTmoSec, (long)o.SoSndTmoUsec, path);
+            if ((o.SoRcvTmoSec | o.SoRcvTmoUsec) != 0)
+                SocketCalls.SetTime(sock, SocketCalls.SoRcvtimeo, (long)o.SoRcvTmoSec, (long)o.SoRcvTmoUsec, path);
+        }
+        FileCalls.SetStatusFlags(sock, (int)u.Flags & ONonblock | 2, path);
+        return sock;
+    }
+
+    /// <summary>Seals go on last: a sealed memfd could not be written or reopened for writing.</summary>
+    public void SealMemfds()
+    {
+        foreach (var (inode, memfd) in _memfds)
+            FileCalls.AddSeals(memfd, _seals[inode], $"memfd inode {inode}");
+    }
+
     /// <summary>A shell job's terminal is memcr's: its stdin, given the dumped terminal attributes.</summary>
     private SafeFileHandle Tty(DumpImages images, tty_file_entry e)
     {
@@ -119,7 +223,7 @@ internal sealed class RestorerFiles : IDisposable
 
     public void Dispose()
     {
-        foreach (var f in _files.Values.Concat(_pipeEnds))
+        foreach (var f in _files.Values.Concat(_pipeEnds).Concat(_fifoKeepers.Values).Concat(_memfds.Values))
             f.Dispose();
         Terminal?.Dispose();
     }

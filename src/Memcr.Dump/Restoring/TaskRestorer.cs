@@ -65,6 +65,12 @@ internal static class TaskRestorer
             remote.Call("prctl(PR_SET_THP_DISABLE)", remote.Nr.Prctl, PrSetThpDisable, 1, 0, 0, 0);
         if (tc.ChildSubreaper)
             remote.Call("prctl(PR_SET_CHILD_SUBREAPER)", remote.Nr.Prctl, PrSetChildSubreaper, 1);
+        // Each bit of the mask is a MEMBARRIER_CMD_REGISTER_* command the process had made.
+        for (int bit = 0; bit < 32; bit++)
+        {
+            if ((tc.MembarrierRegistrationMask & (1u << bit)) != 0)
+                remote.Call($"membarrier(0x{1u << bit:x})", remote.Nr.Membarrier, 1UL << bit, 0, 0);
+        }
         if (tc.HasOomScoreAdj)
             TryWrite($"/proc/{p.Pid}/oom_score_adj", tc.OomScoreAdj.ToString(System.Globalization.CultureInfo.InvariantCulture), ctx.Log);
         foreach (var s in tc.SignalsS?.Signals ?? [])

@@ -26,7 +26,16 @@ public static class TreeRestorer
         var images = DumpImages.Read(options.Dir);
         RestoreChecks.Run(images, options);
         string helperPath = options.HelperPath ?? throw new CriuModeException("the path of the memcr binary is unknown: it is needed as the restore helper");
-        using var files = RestorerFiles.Open(images, log);
+        RestorerFiles files;
+        try
+        {
+            files = RestorerFiles.Open(images, log);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentException)
+        {
+            throw new CriuModeException($"cannot restore from {options.Dir}: cannot make the tree's files again: {e.Message}; nothing was restored", e);
+        }
+        using var ownedFiles = files;
         using var buffers = new BufferPool(6, PageLoader.PieceBytes);
         var ctx = new RestoreContext(images, files, options, log, buffers);
         var root = images.Root;
@@ -48,6 +57,7 @@ public static class TreeRestorer
             helper.Kill();
             helper = null;
             new ProcessBuilder(ctx).Build(root, rootTracer, null);
+            files.SealMemfds();
 
             if (options.ShellJob && files.Terminal is { } tty && root.Tree.Pgid == root.Tree.Pid)
                 ProcessCalls.SetForegroundGroup(tty, root.Pid); // ^C and ^Z go to the restored job

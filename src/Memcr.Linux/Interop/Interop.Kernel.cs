@@ -82,6 +82,16 @@ internal static partial class Interop
         [LibraryImport("libc", EntryPoint = "epoll_create1", SetLastError = true)]
         internal static partial int epoll_create1(int flags);
 
+        [LibraryImport("libc", EntryPoint = "memfd_create", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+        internal static partial int memfd_create(string name, uint flags);
+
+        [LibraryImport("libc", EntryPoint = "unlink", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+        internal static partial int unlink(string path);
+
+        internal const int F_ADD_SEALS = 1033;
+        internal const int F_GET_SEALS = 1034;
+        internal const int SEEK_DATA = 3;
+        internal const int SEEK_HOLE = 4;
         internal const int F_SETFL = 4;
         internal const int F_GETPIPE_SZ = 1032;
         internal const int F_SETPIPE_SZ = 1031;

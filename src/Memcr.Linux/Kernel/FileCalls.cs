@@ -213,6 +213,59 @@ public static class FileCalls
         return new SafeFileHandle(fd, true);
     }
 
+    /// <summary>A new memfd (close-on-exec, sealing allowed) of <paramref name="size"/> bytes.</summary>
+    public static SafeFileHandle MemfdCreate(string name, long size)
+    {
+        const uint MfdCloexec = 1, MfdAllowSealing = 2;
+        int fd = Interop.Libc.memfd_create(name, MfdCloexec | MfdAllowSealing);
+        if (fd < 0)
+            throw Errno.Error("memfd_create", name);
+        var h = new SafeFileHandle(fd, true);
+        if (Interop.Libc.ftruncate(fd, size) < 0)
+            throw Errno.Error("ftruncate", $"memfd {name} ({size} bytes)");
+        return h;
+    }
+
+    /// <summary>F_GET_SEALS: the seals of a memfd (0 for a file that cannot be sealed).</summary>
+    public static int Seals(SafeFileHandle fd)
+    {
+        int r = Interop.Libc.fcntl((int)fd.DangerousGetHandle(), Interop.Libc.F_GET_SEALS, 0);
+        return r < 0 ? 0 : r;
+    }
+
+    public static void AddSeals(SafeFileHandle fd, int seals, string what)
+    {
+        if (seals != 0 && Interop.Libc.fcntl((int)fd.DangerousGetHandle(), Interop.Libc.F_ADD_SEALS, seals) < 0)
+            throw Errno.Error("fcntl(F_ADD_SEALS)", what);
+    }
+
+    /// <summary>The ranges of a file that hold data (SEEK_DATA / SEEK_HOLE), up to <paramref name="size"/>.</summary>
+    public static List<(long Start, long End)> DataRanges(SafeFileHandle fd, long size)
+    {
+        var ranges = new List<(long, long)>();
+        int f = (int)fd.DangerousGetHandle();
+        long at = 0;
+        while (at < size)
+        {
+            long data = Interop.Libc.lseek(f, at, Interop.Libc.SEEK_DATA);
+            if (data < 0)
+                break; // ENXIO: no data after at
+            long hole = Interop.Libc.lseek(f, data, Interop.Libc.SEEK_HOLE);
+            if (hole < 0)
+                hole = size;
+            ranges.Add((data, Math.Min(hole, size)));
+            at = hole;
+        }
+        return ranges;
+    }
+
+    /// <summary>Removes a path (a stale socket file); a missing one is fine.</summary>
+    public static void Unlink(string path)
+    {
+        if (Interop.Libc.unlink(path) < 0 && Errno.Last != Errno.ENOENT)
+            throw Errno.Error("unlink", path);
+    }
+
     public static SafeFileHandle Dup(int fd, string what)
     {
         int r = Interop.Libc.dup(fd);
