@@ -27,11 +27,16 @@ public sealed class PagesReader : IDisposable
 
     public string Path { get; }
 
-    /// <summary>Opens the pages-N.img of <paramref name="map"/> in <paramref name="dir"/>; its size must be what the map lists.</summary>
-    public static PagesReader Open(string dir, PageMap map)
+    /// <summary>
+    /// Opens the pages-N.img of <paramref name="map"/> in <paramref name="dir"/>; its size must be what
+    /// the map lists. With <paramref name="direct"/> reads bypass the page cache (O_DIRECT, where
+    /// the file system allows it): buffers, offsets and lengths must then be page-aligned.
+    /// </summary>
+    public static PagesReader Open(string dir, PageMap map, bool direct = false)
     {
         string path = System.IO.Path.Combine(dir, $"pages-{map.PagesId}.img");
-        var file = File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.Read, FileOptions.SequentialScan);
+        SafeFileHandle? file = direct ? Linux.FileOps.OpenDirect(path, write: false) : null;
+        file ??= File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.Read, FileOptions.SequentialScan);
         try
         {
             return new PagesReader(map, path, file);

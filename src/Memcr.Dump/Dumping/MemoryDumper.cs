@@ -160,8 +160,7 @@ internal static class MemoryDumper
                 // In a private file mapping only the copy-on-write pages are the process's own.
                 if ((e.Status & FilePrivate) != 0 && (run.State & PageState.Swapped) == 0 && (run.State & PageState.File) != 0)
                     continue;
-                for (ulong at = run.Start; at < run.End; at += SegmentBytes)
-                    segments.Add(new PageSegment(at, (int)Math.Min(SegmentBytes, run.End - at), forced));
+                AddSegments(segments, scanner, run, forced);
                 uint flags = (uint)(PageFlags.Present | (lazy ? PageFlags.Lazy : 0));
                 ulong pages = run.Length / PageMap.PageSize;
                 if (entries.Count > 0 && entries[^1].Flags == flags && entries[^1].Vaddr + entries[^1].NrPages * PageMap.PageSize == run.Start)
@@ -171,5 +170,28 @@ internal static class MemoryDumper
             }
         }
         return (segments, entries, scanned);
+    }
+
+    /// <summary>
+    /// The pieces of one run. Pages still shared copy-on-write with another process are read
+    /// through /proc/PID/mem: process_vm_readv pins what it reads, and pinning a shared anonymous
+    /// page gives the process a copy of its own, which would undo the sharing of a whole tree.
+    /// </summary>
+    private static void AddSegments(List<PageSegment> segments, PagemapScanner scanner, Linux.Memory.PageRun run, bool forced)
+    {
+        var shared = forced || (run.State & PageState.Present) == 0 ? [] : scanner.SharedRuns(run.Start, run.End);
+        ulong at = run.Start;
+        foreach (var s in shared.Append(new Linux.Memory.PageRun(run.End, run.End, PageState.None)))
+        {
+            Add(at, s.Start, forced);
+            Add(s.Start, s.End, true);
+            at = s.End;
+        }
+
+        void Add(ulong start, ulong end, bool viaMem)
+        {
+            for (ulong a = start; a < end; a += SegmentBytes)
+                segments.Add(new PageSegment(a, (int)Math.Min(SegmentBytes, end - a), viaMem));
+        }
     }
 }

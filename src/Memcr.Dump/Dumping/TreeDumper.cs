@@ -32,6 +32,10 @@ public static class TreeDumper
     {
         if (TargetCheck.Refusal(options.Pid, out var status) is { } why)
             throw new CriuModeException(why);
+        if (!KernelFeatures.Has(KernelFeatures.SysPtrace))
+            throw new CriuModeException($"memcr dump needs CAP_SYS_PTRACE to freeze and inspect pid {options.Pid}; pid {options.Pid} was left untouched");
+        if (!KernelFeatures.Has(KernelFeatures.SysAdmin) && !KernelFeatures.Has(KernelFeatures.CheckpointRestore))
+            throw new CriuModeException($"memcr dump needs CAP_CHECKPOINT_RESTORE or CAP_SYS_ADMIN to read /proc/{options.Pid}/map_files; pid {options.Pid} was left untouched");
         if (TargetCheck.DirRefusal(options.Dir) is { } dirProblem)
             throw new CriuModeException(dirProblem);
         var root = ProcStat.Read(options.Pid);

@@ -14,6 +14,9 @@ namespace Memcr.Dump.Restoring;
 internal sealed class PageLoader(BufferPool buffers)
 {
     public const int PieceBytes = 4 << 20;
+
+    /// <summary>Threads writing into the process: faulting its pages in is the cost, and it spreads over cores.</summary>
+    private static readonly int Writers = Math.Max(2, Environment.ProcessorCount);
     private const int PageSize = PageMap.PageSize;
 
     public long PagesWritten => Interlocked.Read(ref _written);
@@ -31,12 +34,17 @@ internal sealed class PageLoader(BufferPool buffers)
     {
         if (map.PageBytes == 0)
             return;
-        using var reader = PagesReader.Open(dir, map);
+        // An image still in the page cache (a restore right after its dump) is read from there;
+        // otherwise O_DIRECT puts it straight into our buffers: a page cache of it would take as
+        // much fresh memory again as the process, on machines where fresh memory is the cost.
+        string path = Path.Combine(dir, $"pages-{map.PagesId}.img");
+        bool cached = FileOps.ResidentPages(path) * PageSize >= map.PageBytes * 9 / 10;
+        using var reader = PagesReader.Open(dir, map, direct: !cached);
         using var lease = buffers.Borrow();
-        using var queue = new BlockingCollection<(ulong Address, int Length, AlignedBuffer Buffer)>(4);
+        using var queue = new BlockingCollection<(ulong Address, int Length, AlignedBuffer Buffer)>(Writers + 2);
         Exception? failure = null;
         using var stop = new CancellationTokenSource();
-        var writers = Enumerable.Range(0, 2).Select(n => new Thread(() =>
+        var writers = Enumerable.Range(0, Writers).Select(n => new Thread(() =>
         {
             using var current = new AlignedBuffer(PieceBytes, PageSize);
             try
@@ -63,16 +71,17 @@ internal sealed class PageLoader(BufferPool buffers)
         writers.ForEach(t => t.Start());
         try
         {
-            foreach (var run in map.Runs.Where(r => r.InFile))
+            // Two reads in flight keep a disk busy; each piece goes to the writers as soon as it is in.
+            var pieces = map.Runs.Where(r => r.InFile)
+                .SelectMany(r => Enumerable.Range(0, (int)((r.Bytes + PieceBytes - 1) / PieceBytes))
+                    .Select(i => (Address: r.Address + (ulong)i * PieceBytes, Offset: r.FileOffset + (long)i * PieceBytes, Length: (int)Math.Min(PieceBytes, r.Bytes - (long)i * PieceBytes))))
+                .ToList();
+            Parallel.ForEach(pieces, new ParallelOptions { MaxDegreeOfParallelism = 2, CancellationToken = stop.Token }, piece =>
             {
-                for (long done = 0; done < run.Bytes; done += PieceBytes)
-                {
-                    int n = (int)Math.Min(PieceBytes, run.Bytes - done);
-                    var buffer = lease.Take(stop.Token);
-                    reader.ReadAt(run.FileOffset + done, buffer.GetSpan()[..n]);
-                    queue.Add((run.Address + (ulong)done, n, buffer), stop.Token);
-                }
-            }
+                var buffer = lease.Take(stop.Token);
+                reader.ReadAt(piece.Offset, buffer.GetSpan()[..piece.Length]);
+                queue.Add((piece.Address, piece.Length, buffer), stop.Token);
+            });
         }
         catch (OperationCanceledException) when (failure is not null)
         {
@@ -102,13 +111,15 @@ internal sealed class PageLoader(BufferPool buffers)
     /// <summary>Writes only the pages that differ from what the process holds now.</summary>
     private void WriteDifferences(RemoteMemory memory, ulong address, ReadOnlySpan<byte> wanted, nint wantedPtr, AlignedBuffer current)
     {
+        // Through /proc/PID/mem: process_vm_readv would pin the pages, and pinning a shared
+        // anonymous page gives the process a copy of its own, the very thing to avoid here.
         try
         {
-            memory.ReadV([new Transfer(address, current.Pointer, wanted.Length)]);
+            memory.ReadMem(new Transfer(address, current.Pointer, wanted.Length));
         }
-        catch (SyscallException e) when (e.Errno == Errno.EFAULT)
+        catch (SyscallException e) when (e.Errno is Errno.EFAULT or Errno.EIO)
         {
-            Write(memory, new Transfer(address, wantedPtr, wanted.Length)); // not readable: nothing to compare with
+            Write(memory, new Transfer(address, wantedPtr, wanted.Length)); // nothing there to compare with
             return;
         }
         var now = current.GetSpan()[..wanted.Length];

@@ -15,6 +15,10 @@ internal static class RestoreChecks
 {
     public static void Run(DumpImages images, RestoreOptions options)
     {
+        if (!KernelFeatures.Has(KernelFeatures.SysAdmin) && !KernelFeatures.Has(KernelFeatures.CheckpointRestore))
+            throw new CriuModeException("memcr restore needs CAP_CHECKPOINT_RESTORE or CAP_SYS_ADMIN to give the processes their pids (clone3 with set_tid); nothing was restored");
+        if (!KernelFeatures.Has(KernelFeatures.SysPtrace))
+            throw new CriuModeException("memcr restore needs CAP_SYS_PTRACE to build the processes through ptrace; nothing was restored");
         foreach (var (id, process) in images.AllIds)
         {
             if (!Directory.Exists($"/proc/{id}"))

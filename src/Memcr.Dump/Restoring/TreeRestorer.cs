@@ -36,7 +36,7 @@ public static class TreeRestorer
             throw new CriuModeException($"cannot restore from {options.Dir}: cannot make the tree's files again: {e.Message}; nothing was restored", e);
         }
         using var ownedFiles = files;
-        using var buffers = new BufferPool(6, PageLoader.PieceBytes);
+        using var buffers = new BufferPool(Environment.ProcessorCount + 4, PageLoader.PieceBytes);
         var ctx = new RestoreContext(images, files, options, log, buffers);
         var root = images.Root;
         Tracer? helper = null;

@@ -12,6 +12,11 @@ public static class KernelFeatures
 {
     private const int CapKill = 5, CapSetgid = 6, CapSetuid = 7, CapNetAdmin = 12, CapSysPtrace = 19, CapSysAdmin = 21, CapSysResource = 24, CapCheckpointRestore = 40;
 
+    /// <summary>Whether we have one capability.</summary>
+    public static bool Has(int cap) => (ProcFs.ReadStatus(Environment.ProcessId).CapEff & (1UL << cap)) != 0;
+
+    public const int SysPtrace = CapSysPtrace, SysAdmin = CapSysAdmin, CheckpointRestore = CapCheckpointRestore;
+
     public static List<KernelFeature> Probe()
     {
         var list = new List<KernelFeature>();
@@ -29,8 +34,9 @@ public static class KernelFeatures
         list.Add(Feature("TCP_REPAIR", TcpRepair(out string tcp), tcp, false));
         list.Add(Feature("userfaultfd", Userfaultfd(out string uffd), uffd, false));
         foreach (var (cap, what) in new[] { (CapSysPtrace, "CAP_SYS_PTRACE (freeze and inspect processes)"), (CapSysAdmin, "CAP_SYS_ADMIN (map_files, prctl(PR_SET_MM))"),
-                     (CapSysResource, "CAP_SYS_RESOURCE (prctl(PR_SET_MM_MAP), rlimits)"), (CapKill, "CAP_KILL"), (CapSetuid, "CAP_SETUID"), (CapSetgid, "CAP_SETGID") })
+                     (CapKill, "CAP_KILL"), (CapSetuid, "CAP_SETUID"), (CapSetgid, "CAP_SETGID") })
             list.Add(Feature(what.Split(' ')[0], Cap(cap), what, true));
+        list.Add(Feature("CAP_SYS_RESOURCE", Cap(CapSysResource), "CAP_SYS_RESOURCE (only to restore hard resource limits above memcr's own)", false));
         list.Add(Feature("CAP_NET_ADMIN", Cap(CapNetAdmin), "CAP_NET_ADMIN (TCP repair of established connections)", false));
         string scope = File.Exists("/proc/sys/kernel/yama/ptrace_scope") ? File.ReadAllText("/proc/sys/kernel/yama/ptrace_scope").Trim() : "0";
         list.Add(Feature("ptrace", scope != "3", $"yama ptrace_scope {scope}" + (scope == "3" ? ": ptrace is disabled" : ""), true));

@@ -20,6 +20,7 @@ public sealed class PagemapScanner : IDisposable
     private const ulong PM_PRESENT = 1UL << 63;
     private const ulong PM_SWAPPED = 1UL << 62;
     private const ulong PM_FILE = 1UL << 61;
+    private const ulong PM_MMAP_EXCLUSIVE = 1UL << 56;
 
     private const int RegionBatch = 4096;
 
@@ -138,7 +139,35 @@ public sealed class PagemapScanner : IDisposable
         return state;
     }
 
-    private unsafe void ScanPagemap(ulong start, ulong end, List<PageRun> runs)
+    /// <summary>
+    /// Runs of resident pages in [start, end) that another mapping holds too: copy-on-write pages
+    /// shared with a parent or child since fork. Read from /proc/PID/pagemap (PM_MMAP_EXCLUSIVE),
+    /// which PAGEMAP_SCAN does not report.
+    /// </summary>
+    public List<PageRun> SharedRuns(ulong start, ulong end)
+    {
+        var runs = new List<PageRun>();
+        ReadPagemap(start, end, (addr, e) =>
+        {
+            if ((e & PM_PRESENT) != 0 && (e & PM_MMAP_EXCLUSIVE) == 0)
+                Append(runs, addr, addr + _pageSize, PageState.Present);
+        });
+        return runs;
+    }
+
+    private void ScanPagemap(ulong start, ulong end, List<PageRun> runs) =>
+        ReadPagemap(start, end, (addr, e) =>
+        {
+            if ((e & (PM_PRESENT | PM_SWAPPED)) == 0)
+                return;
+            var state = PageState.None;
+            if ((e & PM_PRESENT) != 0) state |= PageState.Present;
+            if ((e & PM_SWAPPED) != 0) state |= PageState.Swapped;
+            if ((e & PM_FILE) != 0) state |= PageState.File;
+            Append(runs, addr, addr + _pageSize, state);
+        });
+
+    private unsafe void ReadPagemap(ulong start, ulong end, Action<ulong, ulong> entry)
     {
         const int Batch = 8192;
         var entries = new ulong[Batch];
@@ -156,17 +185,7 @@ public sealed class PagemapScanner : IDisposable
                     break;
                 ulong count = (ulong)got / 8;
                 for (ulong i = 0; i < count; i++)
-                {
-                    ulong e = buf[i];
-                    if ((e & (PM_PRESENT | PM_SWAPPED)) == 0)
-                        continue;
-                    var state = PageState.None;
-                    if ((e & PM_PRESENT) != 0) state |= PageState.Present;
-                    if ((e & PM_SWAPPED) != 0) state |= PageState.Swapped;
-                    if ((e & PM_FILE) != 0) state |= PageState.File;
-                    ulong addr = page + i * _pageSize;
-                    Append(runs, addr, addr + _pageSize, state);
-                }
+                    entry(page + i * _pageSize, buf[i]);
                 page += count * _pageSize;
             }
         }
