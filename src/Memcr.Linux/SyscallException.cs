@@ -49,6 +49,7 @@ public static class Errno
     public const int ENOSPC = 28;
     public const int ENOTTY = 25;
     public const int EOPNOTSUPP = 95;
+    public const int ESTALE = 116;
 
     /// <summary>Reads errno of the last P/Invoke on this thread.</summary>
     public static int Last => Marshal.GetLastPInvokeError();

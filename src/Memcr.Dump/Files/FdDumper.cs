@@ -10,7 +10,7 @@ namespace Memcr.Dump.Files;
 /// One process's descriptors as fdinfo entries, each pointing at its file in the
 /// <see cref="FileTable"/>: regular files and directories, character devices that are opened by
 /// name (/dev/null and the like), pipes with their unread bytes, the terminal of a shell job,
-/// eventfd, epoll, signalfd and timerfd. Anything else is refused, naming the pid, fd and kind,
+/// eventfd, epoll, signalfd, timerfd and inotify. Anything else is refused, naming the pid, fd and kind,
 /// before the process is changed in any way.
 /// </summary>
 internal sealed class FdDumper(FileTable files, bool shellJob, CriuLog log)
@@ -64,6 +64,7 @@ internal sealed class FdDumper(FileTable files, bool shellJob, CriuLog log)
                 "anon_inode:[eventpoll]" => fd_types.Eventpoll,
                 "anon_inode:[signalfd]" => fd_types.Signalfd,
                 "anon_inode:[timerfd]" => fd_types.Timerfd,
+                "anon_inode:inotify" => fd_types.Inotify,
                 _ => throw new CriuModeException($"{where} is an {link[11..]} descriptor, which cannot be dumped; pid {pid} was left running untouched"),
             };
         }
@@ -138,6 +139,9 @@ internal sealed class FdDumper(FileTable files, bool shellJob, CriuLog log)
                 break;
             case fd_types.Timerfd:
                 entry.Tfd = Timer(id, flags, fown, info);
+                break;
+            case fd_types.Inotify:
+                entry.Ify = Inotify.Dump(id, flags, fown, info, pid, fd);
                 break;
         }
         files.Entries.Add(entry);
@@ -257,12 +261,9 @@ internal sealed class FdDumper(FileTable files, bool shellJob, CriuLog log)
             Id = id, Ino = u.Inode, Type = (uint)u.Type, State = (uint)u.State, Flags = flags, Uflags = 0, Backlog = u.SendQueue, Peer = u.Peer,
             Fown = fown, Opts = opts,
         };
-        // sock_diag gives a path name with its terminating NUL; the image keeps the path alone.
-        int len = u.Name.Length;
-        while (len > 1 && u.Name[len - 1] == 0)
-            len--;
-        e.Name = Google.Protobuf.ByteString.CopyFrom(u.Name, 0, len);
-        string path = System.Text.Encoding.UTF8.GetString(u.Name, 0, len);
+        // The name as sock_diag gives it, terminating NUL and all, as CRIU keeps it.
+        e.Name = Google.Protobuf.ByteString.CopyFrom(u.Name);
+        string path = System.Text.Encoding.UTF8.GetString(u.Name).TrimEnd('\0');
         if (File.Exists(path) || Directory.Exists(Path.GetDirectoryName(path)))
         {
             try

@@ -131,7 +131,7 @@ internal sealed class AddressSpaceBuilder(RestoreContext ctx, ProcessImages p, R
                     {
                         if (pidfd < 0)
                             pidfd = remote.Call("pidfd_open(memcr)", remote.Nr.PidfdOpen, (ulong)Environment.ProcessId, 0);
-                        fd = (ulong)remote.Call("pidfd_getfd(memfd)", remote.Nr.PidfdGetfd, (ulong)pidfd, (ulong)ctx.Files[(uint)v.Shmid].DangerousGetHandle(), 0);
+                        fd = (ulong)remote.Call("pidfd_getfd(memfd)", remote.Nr.PidfdGetfd, (ulong)pidfd, (ulong)ctx.Files.MemfdOf((uint)v.Shmid).DangerousGetHandle(), 0);
                         opened[v.Shmid] = fd;
                     }
                 }

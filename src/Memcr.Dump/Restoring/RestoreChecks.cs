@@ -64,6 +64,15 @@ internal static class RestoreChecks
                     case fd_types.Fifo:
                         CheckFile(images, f.Fifo.RegfId, $"the FIFO at fd {fd.Fd} of pid {p.Pid}", checkedFiles);
                         break;
+                    case fd_types.Inotify:
+                        foreach (var w in f.Ify.Wd)
+                        {
+                            if (w.FHandle.Path is not { Length: > 0 } watched)
+                                throw new CriuModeException($"fd {fd.Fd} of pid {p.Pid} is an inotify instance whose watch {w.Wd} names no path, which memcr cannot restore; nothing was restored");
+                            if (!File.Exists(watched) && !Directory.Exists(watched))
+                                throw new CriuModeException($"fd {fd.Fd} of pid {p.Pid} watches {watched} with inotify, and it is gone; nothing was restored");
+                        }
+                        break;
                     case fd_types.Unixsk:
                         if (f.Usk.State != 10 || f.Usk.Name.Length == 0 || f.Usk.Name[0] != '/')
                             throw new CriuModeException($"fd {fd.Fd} of pid {p.Pid} is a UNIX socket that is not listening on a path, which memcr cannot restore yet; nothing was restored");

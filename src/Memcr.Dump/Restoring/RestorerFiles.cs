@@ -7,7 +7,7 @@ namespace Memcr.Dump.Restoring;
 /// <summary>
 /// Every open file description the restored tree needs, opened or made by memcr itself: files
 /// reopened at their offsets, pipes refilled with their unread bytes, eventfds, signalfds,
-/// timerfds, epolls, and for a shell job memcr's own terminal. The processes take them with
+/// timerfds, epolls, inotify instances, and for a shell job memcr's own terminal. The processes take them with
 /// pidfd_getfd: a description shared by several descriptors or processes is one object here.
 /// </summary>
 internal sealed class RestorerFiles : IDisposable
@@ -19,11 +19,18 @@ internal sealed class RestorerFiles : IDisposable
     private readonly Dictionary<uint, SafeFileHandle> _fifoKeepers = [];
     private readonly Dictionary<uint, SafeFileHandle> _memfds = [];
     private readonly Dictionary<uint, int> _seals = [];
+    private readonly Dictionary<uint, uint> _memfdOfFile = [];
 
     /// <summary>memcr's terminal, when a shell job gets it.</summary>
     public SafeFileHandle? Terminal { get; private set; }
 
     public SafeFileHandle this[uint id] => _files[id];
+
+    /// <summary>
+    /// The memfd behind memfd file <paramref name="id"/> itself, read-write: what a mapping of it
+    /// maps (the file entry of a mapping may say read-only, as CRIU writes it; the VMA's flags rule).
+    /// </summary>
+    public SafeFileHandle MemfdOf(uint id) => _memfds[_memfdOfFile[id]];
 
     public static RestorerFiles Open(DumpImages images, CriuLog log)
     {
@@ -46,11 +53,12 @@ internal sealed class RestorerFiles : IDisposable
                     fd_types.Eventfd => FileCalls.EventFd(f.Efd.Counter, (int)f.Efd.Flags & ONonblock),
                     fd_types.Signalfd => FileCalls.SignalFd(f.Sgfd.Sigmask, (int)f.Sgfd.Flags & ONonblock),
                     fd_types.Timerfd => FileCalls.TimerFd((int)f.Tfd.Clockid, (int)f.Tfd.Flags & ONonblock,
-                        ((long)f.Tfd.Isec, (long)f.Tfd.Insec), ((long)f.Tfd.Vsec, (long)f.Tfd.Vnsec)),
+                        ((long)f.Tfd.Isec, (long)f.Tfd.Insec), ((long)f.Tfd.Vsec, (long)f.Tfd.Vnsec), f.Tfd.Ticks),
                     fd_types.Eventpoll => FileCalls.EpollCreate(),
                     fd_types.Fifo => set.Fifo(images, f.Fifo),
-                    fd_types.Memfd => set.Memfd(images, f.Memfd),
+                    fd_types.Memfd => set.Memfd(images, id, f.Memfd),
                     fd_types.Unixsk => UnixListener(f.Usk),
+                    fd_types.Inotify => Files.Inotify.Restore(f.Ify),
                     _ => throw new CriuModeException($"file {id} is a {f.Type.OriginalName()} file, which memcr cannot restore yet"),
                 };
                 log.Debug($"file {id}: {f.Type.OriginalName()} ready");
@@ -135,8 +143,9 @@ internal sealed class RestorerFiles : IDisposable
     /// A memfd made again with its contents and seals; each file entry of it is a description of
     /// its own (opened through /proc), at its offset.
     /// </summary>
-    private SafeFileHandle Memfd(DumpImages images, memfd_file_entry e)
+    private SafeFileHandle Memfd(DumpImages images, uint id, memfd_file_entry e)
     {
+        _memfdOfFile[id] = e.InodeId;
         if (!_memfds.TryGetValue(e.InodeId, out var memfd))
         {
             var inode = images.MemfdInodes.TryGetValue(e.InodeId, out var i) ? i : throw new CriuModeException($"memfd.img has no inode {e.InodeId}");
@@ -171,7 +180,8 @@ internal sealed class RestorerFiles : IDisposable
     /// <summary>A listening UNIX socket bound to its path again (a stale socket file left there is replaced).</summary>
     private static SafeFileHandle UnixListener(unix_sk_entry u)
     {
-        string path = System.Text.Encoding.UTF8.GetString(u.Name.Span);
+        // CRIU keeps the name as sock_diag gives it, with its terminating NUL.
+        string path = System.Text.Encoding.UTF8.GetString(u.Name.Span).TrimEnd('\0');
         if (File.Exists(path) && FileCalls.Stat(path, follow: false).IsSocket)
             FileCalls.Unlink(path);
         var sock = SocketCalls.ListenUnix((int)u.Type, path, (int)Math.Max(1, u.Backlog));

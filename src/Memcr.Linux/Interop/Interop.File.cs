@@ -53,6 +53,15 @@ internal static partial class Interop
         [LibraryImport("libc", EntryPoint = "sync_file_range", SetLastError = true)]
         internal static partial int sync_file_range(int fd, long offset, long nbytes, uint flags);
 
+        [LibraryImport("libc", EntryPoint = "inotify_init1", SetLastError = true)]
+        internal static partial int inotify_init1(int flags);
+
+        [LibraryImport("libc", EntryPoint = "inotify_add_watch", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
+        internal static partial int inotify_add_watch(int fd, string path, uint mask);
+
+        [LibraryImport("libc", EntryPoint = "open_by_handle_at", SetLastError = true)]
+        internal static unsafe partial int open_by_handle_at(int mountFd, byte* handle, int flags);
+
         [LibraryImport("libc", EntryPoint = "ioctl", SetLastError = true)]
         internal static unsafe partial int ioctl(int fd, nuint request, void* arg);
     }

@@ -71,7 +71,7 @@ internal static partial class Interop
         internal static unsafe partial int clock_gettime(int clock, long* ts);
 
         [LibraryImport("libc", EntryPoint = "signalfd", SetLastError = true)]
-        internal static unsafe partial int signalfd(int fd, ulong* mask, nuint size, int flags);
+        internal static unsafe partial int signalfd(int fd, ulong* mask, int flags);
 
         [LibraryImport("libc", EntryPoint = "timerfd_create", SetLastError = true)]
         internal static partial int timerfd_create(int clock, int flags);

@@ -179,19 +179,27 @@ public static class FileCalls
     /// <summary>A new signalfd for <paramref name="mask"/> (close-on-exec added to <paramref name="flags"/>).</summary>
     public static unsafe SafeFileHandle SignalFd(ulong mask, int flags)
     {
-        int fd = Interop.Libc.signalfd(-1, &mask, 8, flags | Interop.Libc.O_CLOEXEC);
+        int fd = Interop.Libc.signalfd(-1, &mask, flags | Interop.Libc.O_CLOEXEC);
         if (fd < 0)
             throw Errno.Error("signalfd", $"mask 0x{mask:x}");
         return new SafeFileHandle(fd, true);
     }
 
-    /// <summary>A new timerfd on <paramref name="clock"/>, armed to expire in value and then every interval (seconds, nanoseconds).</summary>
-    public static unsafe SafeFileHandle TimerFd(int clock, int flags, (long Sec, long Nsec) interval, (long Sec, long Nsec) value)
+    /// <summary>
+    /// A new timerfd on <paramref name="clock"/>, armed to expire in value and then every interval
+    /// (seconds, nanoseconds), with <paramref name="ticks"/> expirations waiting to be read. A
+    /// periodic timer whose expiry was not yet read has no time left (the kernel re-arms it on
+    /// the read): it is armed one interval ahead, its waiting expirations given back.
+    /// </summary>
+    public static unsafe SafeFileHandle TimerFd(int clock, int flags, (long Sec, long Nsec) interval, (long Sec, long Nsec) value, ulong ticks)
     {
+        const nuint TfdIocSetTicks = 0x40085400; // _IOW('T', 0, u64)
         int fd = Interop.Libc.timerfd_create(clock, flags | Interop.Libc.O_CLOEXEC);
         if (fd < 0)
             throw Errno.Error("timerfd_create", $"clock {clock}");
         var h = new SafeFileHandle(fd, true);
+        if (value == (0, 0) && ticks > 0)
+            value = interval;
         if (value != (0, 0))
         {
             long* spec = stackalloc long[4];
@@ -202,6 +210,8 @@ public static class FileCalls
             if (Interop.Libc.timerfd_settime(fd, 0, spec, null) < 0)
                 throw Errno.Error("timerfd_settime", $"a timerfd on clock {clock}");
         }
+        if (ticks > 0 && Interop.Libc.ioctl(fd, TfdIocSetTicks, &ticks) < 0)
+            throw Errno.Error("ioctl(TFD_IOC_SET_TICKS)", $"a timerfd on clock {clock} ({ticks} expirations)");
         return h;
     }
 

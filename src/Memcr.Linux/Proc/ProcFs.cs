@@ -216,6 +216,42 @@ public static class ProcFs
         Flush();
         return timers;
     }
+
+    /// <summary>Where the file system on device <paramref name="major"/>:<paramref name="minor"/> is mounted (in pid's mount namespace).</summary>
+    public static List<string> MountPoints(int pid, uint major, uint minor)
+    {
+        string dev = $"{major}:{minor}";
+        var points = new List<string>();
+        // "36 35 98:0 /mnt1 /mnt/parent rw,noatime master:1 - ext3 /dev/root rw": device third, mount point fifth.
+        foreach (var line in ReadText(pid, "mountinfo").Split('\n', StringSplitOptions.RemoveEmptyEntries))
+        {
+            var fields = line.Split(' ');
+            if (fields.Length > 4 && fields[2] == dev)
+                points.Add(Unescape(fields[4]));
+        }
+        return points;
+    }
+
+    /// <summary>mountinfo writes space, tab, newline and backslash as octal escapes (\040).</summary>
+    private static string Unescape(string s)
+    {
+        if (!s.Contains('\\', StringComparison.Ordinal))
+            return s;
+        var sb = new System.Text.StringBuilder(s.Length);
+        for (int i = 0; i < s.Length; i++)
+        {
+            if (s[i] == '\\' && i + 3 < s.Length)
+            {
+                sb.Append((char)Convert.ToInt32(s.Substring(i + 1, 3), 8));
+                i += 3;
+            }
+            else
+            {
+                sb.Append(s[i]);
+            }
+        }
+        return sb.ToString();
+    }
 }
 
 /// <summary>The target process (or thread) no longer exists.</summary>
