@@ -118,11 +118,11 @@ internal static class TaskDumper
         };
         if (stopped)
             tc.StopSigno = SigStop;
-        for (int r = 0; r < RlimNlimits; r++)
-        {
-            var (cur, max) = ProcessCalls.GetLimit(pid, r);
+        var limits = ProcFs.ReadLimits(pid);
+        if (limits.Count < RlimNlimits)
+            throw new CriuModeException($"/proc/{pid}/limits lists {limits.Count} limits, not {RlimNlimits}");
+        foreach (var (cur, max) in limits.Take(RlimNlimits))
             tc.Rlimits.Rlimits.Add(new rlimit_entry { Cur = cur, Max = max });
-        }
         ulong act = remote.Reserve(32);
         for (int sig = 1; sig <= Signals; sig++)
         {

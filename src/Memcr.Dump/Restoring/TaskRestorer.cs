@@ -16,7 +16,7 @@ namespace Memcr.Dump.Restoring;
 internal static class TaskRestorer
 {
     private const int SigKill = 9, SigStop = 19;
-    private const int PrSetPdeathsig = 1, PrSetDumpable = 4, PrSetName = 15, PrSetChildSubreaper = 36, PrSetThpDisable = 41, PrSetKeepcaps = 8, PrSetSecurebits = 28;
+    private const int PrSetPdeathsig = 1, PrSetDumpable = 4, PrSetName = 15, PrSetChildSubreaper = 36, PrSetThpDisable = 41, PrSetSecurebits = 28;
 
     public static void Process(RestoreContext ctx, ProcessImages p, RemoteTask remote)
     {
@@ -172,22 +172,41 @@ internal static class TaskRestorer
             Credentials(remote, creds);
     }
 
-    /// <summary>Drops root for a process that was not: groups, gids, then uids keeping the dumped capabilities.</summary>
+    /// <summary>
+    /// The thread's credentials, in the order the kernel allows (as CRIU does): groups; the ids,
+    /// with SECURE_NO_SETUID_FIXUP so that the capabilities survive the change; securebits; the
+    /// bounding set trimmed while CAP_SETPCAP is still held; the capability sets; ambient
+    /// capabilities; no_new_privs. A thread made by memcr starts as root with every capability.
+    /// </summary>
     private static void Credentials(RemoteTask remote, creds_entry c)
     {
-        bool root = c.Uid == 0 && c.Euid == 0 && c.Suid == 0 && c.Fsuid == 0 && c.Gid == 0 && c.Egid == 0 && c.Sgid == 0 && c.Fsgid == 0 && c.Groups.Count == 0;
-        if (root && c.Secbits == 0)
-            return;
-        var groups = new byte[c.Groups.Count * 4];
-        for (int g = 0; g < c.Groups.Count; g++)
-            BinaryPrimitives.WriteUInt32LittleEndian(groups.AsSpan(g * 4), c.Groups[g]);
-        remote.Call("setgroups", remote.Nr.Setgroups, (ulong)c.Groups.Count, remote.Put(groups));
-        remote.ResetScratch();
-        remote.Call("setresgid", remote.Nr.Setresgid, c.Gid, c.Egid, c.Sgid);
-        remote.Call("setfsgid", remote.Nr.Setfsgid, c.Fsgid);
-        remote.Call("prctl(PR_SET_KEEPCAPS)", remote.Nr.Prctl, PrSetKeepcaps, 1);
-        remote.Call("setresuid", remote.Nr.Setresuid, c.Uid, c.Euid, c.Suid);
-        remote.Call("setfsuid", remote.Nr.Setfsuid, c.Fsuid);
+        const int PrCapbsetDrop = 24, PrCapAmbient = 47, PrCapAmbientRaise = 2, PrSetNoNewPrivs = 38, SecureNoSetuidFixup = 1 << 2;
+        if (c.Groups.Count > 0)
+        {
+            var groups = new byte[c.Groups.Count * 4];
+            for (int g = 0; g < c.Groups.Count; g++)
+                BinaryPrimitives.WriteUInt32LittleEndian(groups.AsSpan(g * 4), c.Groups[g]);
+            remote.Call("setgroups", remote.Nr.Setgroups, (ulong)c.Groups.Count, remote.Put(groups));
+            remote.ResetScratch();
+        }
+        ulong secbits = 0;
+        if ((c.Uid | c.Euid | c.Suid | c.Fsuid | c.Gid | c.Egid | c.Sgid | c.Fsgid) != 0)
+        {
+            secbits = SecureNoSetuidFixup;
+            remote.Call("prctl(PR_SET_SECUREBITS)", remote.Nr.Prctl, PrSetSecurebits, secbits);
+            remote.Call("setresuid", remote.Nr.Setresuid, c.Uid, c.Euid, c.Suid);
+            remote.Call("setfsuid", remote.Nr.Setfsuid, c.Fsuid);
+            remote.Call("setresgid", remote.Nr.Setresgid, c.Gid, c.Egid, c.Sgid);
+            remote.Call("setfsgid", remote.Nr.Setfsgid, c.Fsgid);
+        }
+        if (c.Secbits != secbits)
+            remote.Call("prctl(PR_SET_SECUREBITS)", remote.Nr.Prctl, PrSetSecurebits, c.Secbits);
+        int lastCap = LastCapability();
+        for (int cap = 0; cap <= lastCap; cap++)
+        {
+            if (c.CapBnd.Count > 0 && !Has(c.CapBnd, cap))
+                remote.Call($"prctl(PR_CAPBSET_DROP, {cap})", remote.Nr.Prctl, PrCapbsetDrop, (ulong)cap);
+        }
         // capset: header {version 3, pid 0}, then two {effective, permitted, inheritable} words.
         var caps = new byte[8 + 24];
         BinaryPrimitives.WriteUInt32LittleEndian(caps, 0x20080522);
@@ -200,8 +219,19 @@ internal static class TaskRestorer
         ulong at = remote.Put(caps);
         remote.Call("capset", remote.Nr.Capset, at, at + 8);
         remote.ResetScratch();
-        remote.Call("prctl(PR_SET_SECUREBITS)", remote.Nr.Prctl, PrSetSecurebits, c.Secbits);
+        for (int cap = 0; cap <= lastCap; cap++)
+        {
+            if (Has(c.CapAmb, cap))
+                remote.Call($"prctl(PR_CAP_AMBIENT_RAISE, {cap})", remote.Nr.Prctl, PrCapAmbient, PrCapAmbientRaise, (ulong)cap);
+        }
+        if (c.HasNoNewPrivs && c.NoNewPrivs != 0)
+            remote.Call("prctl(PR_SET_NO_NEW_PRIVS)", remote.Nr.Prctl, PrSetNoNewPrivs, 1);
     }
+
+    private static bool Has(Google.Protobuf.Collections.RepeatedField<uint> words, int cap) => cap / 32 < words.Count && (words[cap / 32] & (1u << (cap % 32))) != 0;
+
+    private static int LastCapability() =>
+        int.Parse(File.ReadAllText("/proc/sys/kernel/cap_last_cap").Trim(), System.Globalization.CultureInfo.InvariantCulture);
 
     /// <summary>Registers, FPU and vector state, TLS entries and the signal mask, set through ptrace once no remote syscall will run in the thread again.</summary>
     public static void Registers(Tracer tracer, ProcessImages p, int tid)

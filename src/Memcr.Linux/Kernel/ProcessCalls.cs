@@ -47,15 +47,6 @@ public static class ProcessCalls
         return new SafeFileHandle(r, ownsHandle: true);
     }
 
-    /// <summary>A resource limit of a process (prlimit(2)).</summary>
-    public static unsafe (ulong Current, ulong Max) GetLimit(int pid, int resource)
-    {
-        Interop.RLimit old;
-        if (Interop.Libc.prlimit(pid, resource, null, &old) < 0)
-            throw Errno.Error("prlimit", $"pid {pid} (resource {resource})");
-        return (old.Current, old.Max);
-    }
-
     public static unsafe void SetLimit(int pid, int resource, ulong current, ulong max)
     {
         var limit = new Interop.RLimit { Current = current, Max = max };

@@ -217,6 +217,24 @@ public static class ProcFs
         return timers;
     }
 
+    /// <summary>
+    /// The resource limits of a process, in RLIMIT_* order, from /proc/PID/limits (readable where
+    /// prlimit(2) on another user's process would need CAP_SYS_RESOURCE).
+    /// </summary>
+    public static List<(ulong Current, ulong Max)> ReadLimits(int pid)
+    {
+        // "%-25s %-20s %-20s %-10s": name, soft, hard, units; the first line is the heading.
+        static ulong Value(string s) => s == "unlimited" ? ulong.MaxValue : ulong.Parse(s, CultureInfo.InvariantCulture);
+        var limits = new List<(ulong, ulong)>();
+        foreach (var line in ReadText(pid, "limits").Split('\n', StringSplitOptions.RemoveEmptyEntries).Skip(1))
+        {
+            if (line.Length < 67)
+                throw new FormatException($"/proc/{pid}/limits: unexpected line '{line}'");
+            limits.Add((Value(line.Substring(26, 20).Trim()), Value(line.Substring(47, 20).Trim())));
+        }
+        return limits;
+    }
+
     /// <summary>Where the file system on device <paramref name="major"/>:<paramref name="minor"/> is mounted (in pid's mount namespace).</summary>
     public static List<string> MountPoints(int pid, uint major, uint minor)
     {
