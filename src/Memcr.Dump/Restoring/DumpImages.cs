@@ -158,18 +158,18 @@ internal sealed class DumpImages
         }
         catch (CriuImageException e)
         {
-            throw new CriuModeException($"cannot restore from {dir}: {e.Message}", e);
+            throw new CriuModeException($"cannot restore from {dir}: {e.Message}; nothing was restored", e);
         }
         catch (FileNotFoundException e)
         {
-            throw new CriuModeException($"cannot restore from {dir}: image {e.FileName} is missing", e);
+            throw new CriuModeException($"cannot restore from {dir}: image {e.FileName} is missing; nothing was restored", e);
         }
     }
 
     private static void Need(DumpDirectory d, ImageKind kind)
     {
         if (!d.Has(kind))
-            throw new CriuModeException($"cannot restore from {d.Path}: {kind.FileName} is missing (is this a dump directory?)");
+            throw new CriuModeException($"cannot restore from {d.Path}: {kind.FileName} is missing (is this a dump directory?); nothing was restored");
     }
 
     /// <summary>Every pid and tid the tree needs.</summary>

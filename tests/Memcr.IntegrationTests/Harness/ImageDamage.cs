@@ -3,7 +3,11 @@ namespace Memcr.IntegrationTests.Harness;
 /// <summary>Ways a live image gets damaged while its process is checkpointed.</summary>
 public static class ImageDamage
 {
-    /// <summary>"flip": one bit in the middle; "truncate": cut in half; "delete": removed.</summary>
+    /// <summary>
+    /// "flip": one bit in the middle; "truncate": cut in half; "delete": removed. For CRIU images:
+    /// "magic": the image's own magic overwritten (another kind of image); "length": the first
+    /// entry's length says far more than the file holds.
+    /// </summary>
     public static void Apply(string image, string damage)
     {
         long length = new FileInfo(image).Length;
@@ -24,6 +28,10 @@ public static class ImageDamage
                 break;
             case "delete":
                 File.Delete(image);
+                break;
+            case "magic" or "length":
+                using (var f = File.OpenHandle(image, FileMode.Open, FileAccess.ReadWrite))
+                    RandomAccess.Write(f, BitConverter.GetBytes(damage == "magic" ? 0x12345678u : 0x7ffffff0u), damage == "magic" ? 4 : 8);
                 break;
             default:
                 throw new ArgumentException($"unknown damage '{damage}'", nameof(damage));
