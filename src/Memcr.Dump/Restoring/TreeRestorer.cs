@@ -22,6 +22,19 @@ public static class TreeRestorer
     /// <summary>Restores the tree; returns 0 with -d, else the root's exit status once it ends.</summary>
     public static int Restore(RestoreOptions options, CriuLog log)
     {
+        int root = Make(options, log);
+        if (options.Detach)
+            return 0;
+        // Waiting may last for days: give back the page buffers and whatever else the making took.
+        GC.Collect(2, GCCollectionMode.Aggressive, blocking: true, compacting: true);
+        var status = ProcessCalls.WaitChild(root);
+        log.Info($"pid {root} {status}");
+        return status.Exited ? status.ExitCode : 128 + status.TermSignal;
+    }
+
+    /// <summary>Makes the tree and lets it run; returns the root's pid. Every buffer and file of the making is released by then.</summary>
+    private static int Make(RestoreOptions options, CriuLog log)
+    {
         var clock = Stopwatch.StartNew();
         var images = DumpImages.Read(options.Dir);
         RestoreChecks.Run(images, options);
@@ -92,10 +105,6 @@ public static class TreeRestorer
             throw new CriuModeException($"cannot restore the tree of pid {root.Pid} from {options.Dir}: {why}; the partly restored processes were killed, the images are unchanged", e);
         }
         log.Info($"restored {images.Processes.Count} process(es) in {clock.Elapsed.TotalMilliseconds:F1} ms ({ctx.Pages.PagesWritten} pages written, {ctx.Pages.PagesShared} shared with a parent)");
-        if (options.Detach)
-            return 0;
-        var status = ProcessCalls.WaitChild(root.Pid);
-        log.Info($"pid {root.Pid} {status}");
-        return status.Exited ? status.ExitCode : 128 + status.TermSignal;
+        return root.Pid;
     }
 }
