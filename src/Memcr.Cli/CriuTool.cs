@@ -24,7 +24,9 @@ internal static class CriuTool
           -d --restore-detached    exit once the tree runs, instead of waiting for its root and
                                    exiting with its status
              --pidfile FILE        write the restored root's pid to FILE
-             --tcp-established     dump and restore established TCP connections
+             --tcp-established     accepted as CRIU's scripts pass it; sockets other than UNIX
+                                   listeners on a path are not supported yet and are refused
+             --network-lock MODE   accepted and ignored (no network state is dumped yet)
           -v[N] --verbosity[=N]    log level 0..4 (default 2); -v alone is 4
           -o --log-file FILE       log into FILE (relative to the images directory)
         """;

@@ -33,6 +33,11 @@ internal sealed class FdDumper(FileTable files, bool shellJob, CriuLog log)
             uint fdFlags = (info.Flags & OCloexec) != 0 ? 1u : 0u;
             uint flags = (uint)(info.Flags & ~OCloexec);
             var type = KindOf(pid, fd, link, st);
+            if (info.LinesStartingWith("lock:").FirstOrDefault() is { } lockLine)
+            {
+                string kind = lockLine.Split((char[])[' ', '\t'], StringSplitOptions.RemoveEmptyEntries).ElementAtOrDefault(2) ?? "a";
+                throw new CriuModeException($"fd {fd} of pid {pid} ({link}) holds a file lock ({kind}): file locks are not supported yet; pid {pid} was left running untouched");
+            }
             uint id = files.SharedDescription(pid, fd, st) ?? Describe(pid, fd, link, st, info, flags, type, pidfd);
             files.Remember(pid, fd, st, id);
             entries.Add(new fdinfo_entry { Id = id, Flags = fdFlags, Type = type, Fd = (uint)fd });
