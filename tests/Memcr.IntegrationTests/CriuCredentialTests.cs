@@ -20,6 +20,8 @@ public sealed class CriuCredentialTests
         int pid = WaitForPid(pidFile);
         try
         {
+            // The shell becomes setpriv, which drops its privileges and becomes sleep: wait for that.
+            WaitForExec(pid, "sleep");
             CriuRun.WaitRunning(pid);
             var before = Identity(pid);
             CriuRun.MustDump(pid, images);
@@ -47,6 +49,17 @@ public sealed class CriuCredentialTests
             Thread.Sleep(10);
         }
         throw new TimeoutException($"{file} never got a pid");
+    }
+
+    private static void WaitForExec(int pid, string comm)
+    {
+        for (int i = 0; i < 500; i++)
+        {
+            if (File.ReadAllText($"/proc/{pid}/comm").Trim() == comm)
+                return;
+            Thread.Sleep(10);
+        }
+        throw new TimeoutException($"pid {pid} never became {comm}");
     }
 
     private static string Identity(int pid) =>
