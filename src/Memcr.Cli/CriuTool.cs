@@ -13,8 +13,8 @@ namespace Memcr.Cli;
 internal static class CriuTool
 {
     public const string Usage = """
-        memcr dump -t PID -D DIR [-j] [-R] [--tcp-established] [-v[N]] [-o LOG]
-        memcr restore -D DIR [-j] [-d] [--pidfile FILE] [--tcp-established] [-v[N]] [-o LOG]
+        memcr dump -t PID -D DIR [-j] [-R] [-l] [--tcp-established] [-v[N]] [-o LOG]
+        memcr restore -D DIR [-j] [-d] [-l] [--pidfile FILE] [--tcp-established] [-v[N]] [-o LOG]
         memcr check
           -t --tree PID            the root of the process tree to dump
           -D --images-dir DIR      the directory of the images (CRIU's format)
@@ -23,6 +23,9 @@ internal static class CriuTool
           -R --leave-running       let the tree run on after the dump (it is killed by default)
           -d --restore-detached    exit once the tree runs, instead of waiting for its root and
                                    exiting with its status
+          -l --file-locks          dump and restore flock, POSIX and OFD file locks (without it, a
+                                   dump of a process holding one is refused and a restore leaves
+                                   them out)
              --pidfile FILE        write the restored root's pid to FILE
              --tcp-established     accepted as CRIU's scripts pass it; sockets other than UNIX
                                    listeners on a path are not supported yet and are refused
@@ -40,6 +43,7 @@ internal static class CriuTool
         new('R', "leave-running", ArgumentKind.None),
         new('d', "restore-detached", ArgumentKind.None),
         new('\0', "pidfile", ArgumentKind.Required),
+        new('l', "file-locks", ArgumentKind.None),
         new('\0', "tcp-established", ArgumentKind.None),
         new('v', "verbosity", ArgumentKind.Optional),
         new('o', "log-file", ArgumentKind.Required),
@@ -98,6 +102,7 @@ internal static class CriuTool
                         ShellJob = Flag("shell-job"),
                         LeaveRunning = Flag("leave-running"),
                         TcpEstablished = Flag("tcp-established"),
+                        FileLocks = Flag("file-locks"),
                     }, log);
                     log.Info($"dump of pid {pid} done: {result.Processes} process(es), frozen {result.Frozen.TotalMilliseconds:F1} ms");
                     return 0;
@@ -109,6 +114,7 @@ internal static class CriuTool
                         Detach = Flag("restore-detached"),
                         PidFile = Value("pidfile"),
                         TcpEstablished = Flag("tcp-established"),
+                        FileLocks = Flag("file-locks"),
                         HelperPath = Environment.ProcessPath,
                     }, log);
                 default:

@@ -17,6 +17,9 @@ public sealed record DumpOptions
 
     /// <summary>--tcp-established: dump established TCP connections.</summary>
     public bool TcpEstablished { get; init; }
+
+    /// <summary>-l: dump file locks (without it a process holding one is refused, as by CRIU).</summary>
+    public bool FileLocks { get; init; }
 }
 
 /// <summary>What `memcr restore` was asked for.</summary>
@@ -35,6 +38,9 @@ public sealed record RestoreOptions
     public string? PidFile { get; init; }
 
     public bool TcpEstablished { get; init; }
+
+    /// <summary>-l: take the dumped file locks again (without it they are left out, as by CRIU).</summary>
+    public bool FileLocks { get; init; }
 
     /// <summary>The memcr binary, started as the helper whose clone3 makes the root process.</summary>
     public string? HelperPath { get; init; }

@@ -121,6 +121,32 @@ public sealed partial class CriuErrorTests
     }
 
     [Fact]
+    public void Dump_OfALease_IsRefused_EvenWithFileLocks()
+    {
+        string dir = Repo.NewScratchDir("criu-lease");
+        string pidFile = Path.Combine(dir, "pid"), leased = Path.Combine(dir, "leased");
+        File.WriteAllText(leased, "");
+        Repo.MustRun("setsid", "-f", "sh", "-c",
+            $"echo $$ > {pidFile}; exec python3 -c 'import fcntl,time; f=open(\"{leased}\"); fcntl.fcntl(f, fcntl.F_SETLEASE, fcntl.F_RDLCK); print(\"ok\", flush=True); time.sleep(1000)' </dev/null >{dir}/out 2>&1");
+        int pid = WaitForPid(pidFile);
+        try
+        {
+            CriuRun.WaitForLine(Path.Combine(dir, "out"), l => l == "ok");
+            string images = Directory.CreateDirectory(Path.Combine(dir, "images")).FullName;
+            var output = Fails("dump", "-t", P(pid), "-D", images, "--file-locks");
+            Assert.Matches($@"fd \d+ of pid {pid} \({Regex.Escape(leased)}\) holds a read lease \(active\): leases are not supported", output);
+            Assert.Contains($"pid {pid} was left running untouched", output);
+            Assert.Equal("0", CriuRun.Status(pid, "TracerPid"));
+            Assert.StartsWith("S", CriuRun.Status(pid, "State"));
+            Assert.Empty(Directory.GetFileSystemEntries(images));
+        }
+        finally
+        {
+            Syscalls.Kill(pid, Signals.SIGKILL);
+        }
+    }
+
+    [Fact]
     public void Dump_IntoAReadOnlyDirectory_IsRefused()
     {
         using var tree = TreeProgram.Start("criu-ro");

@@ -167,7 +167,8 @@ public sealed partial class CriuModeTests
 
     [Fact]
     public void DotnetProgram_WithDefaultSettings_IsDumpedAndRestored_AndKeepsWorking() =>
-        DumpAndRestore(FifoTarget.Start("criu-dotnet", dir => ["dotnet", Path.Combine(AppContext.BaseDirectory, "DotnetTarget.dll"), dir]), exact: true);
+        // .NET locks every file it opens for writing (flock): as with CRIU, that takes --file-locks.
+        DumpAndRestore(FifoTarget.Start("criu-dotnet", dir => ["dotnet", Path.Combine(AppContext.BaseDirectory, "DotnetTarget.dll"), dir]), exact: true, "--file-locks");
 
     [Fact]
     public void EveryKindOfDescriptor_ComesBackWorking()
@@ -211,16 +212,16 @@ public sealed partial class CriuModeTests
     /// interrupted returns EINTR after restore (as with CRIU): memtest counts those, so for it only
     /// memory and worker errors count.
     /// </summary>
-    private static void DumpAndRestore(FifoTarget target, bool exact)
+    private static void DumpAndRestore(FifoTarget target, bool exact, params string[] extra)
     {
         using (target)
         {
             target.AssertIntact();
             var tids = CriuRun.Tids(target.Pid);
             string images = Repo.NewScratchDir("criu-images");
-            CriuRun.MustDump(target.Pid, images);
+            CriuRun.MustDump(target.Pid, images, extra);
             CriuRun.WaitFree([.. tids]);
-            CriuRun.MustRestore(images);
+            CriuRun.MustRestore(images, extra);
             Assert.Equal(tids, CriuRun.Tids(target.Pid));
             var report = target.Check();
             string text = string.Join(' ', report.Select(kv => $"{kv.Key}={kv.Value}"));

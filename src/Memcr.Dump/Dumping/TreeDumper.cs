@@ -153,6 +153,8 @@ public static class TreeDumper
                     SharedMemory.Dump(inode, file, ++pagesId, Path);
             }
         }
+        if (files.Locks.Count > 0)
+            Write(ImageKinds.FileLocks, ImageKinds.FileLocks.FileName, [.. files.Locks]);
         if (files.TtyInfos.Count > 0)
             Write(ImageKinds.TtyInfo, ImageKinds.TtyInfo.FileName, [.. files.TtyInfos]);
         Write(ImageKinds.Seccomp, ImageKinds.Seccomp.FileName, new seccomp_entry());

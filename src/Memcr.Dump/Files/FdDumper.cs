@@ -13,7 +13,7 @@ namespace Memcr.Dump.Files;
 /// eventfd, epoll, signalfd, timerfd and inotify. Anything else is refused, naming the pid, fd and kind,
 /// before the process is changed in any way.
 /// </summary>
-internal sealed class FdDumper(FileTable files, bool shellJob, CriuLog log)
+internal sealed class FdDumper(FileTable files, DumpOptions options, CriuLog log)
 {
     private const int OCloexec = 0x80000;
 
@@ -33,13 +33,13 @@ internal sealed class FdDumper(FileTable files, bool shellJob, CriuLog log)
             uint fdFlags = (info.Flags & OCloexec) != 0 ? 1u : 0u;
             uint flags = (uint)(info.Flags & ~OCloexec);
             var type = KindOf(pid, fd, link, st);
-            if (info.LinesStartingWith("lock:").FirstOrDefault() is { } lockLine)
-            {
-                string kind = lockLine.Split((char[])[' ', '\t'], StringSplitOptions.RemoveEmptyEntries).ElementAtOrDefault(2) ?? "a";
-                throw new CriuModeException($"fd {fd} of pid {pid} ({link}) holds a file lock ({kind}): file locks are not supported yet; pid {pid} was left running untouched");
-            }
+            var locks = FileLocks.Held(pid, fd, info, $"fd {fd} of pid {pid} ({link})");
+            if (locks.Count > 0 && !options.FileLocks)
+                throw new CriuModeException($"fd {fd} of pid {pid} ({link}) holds {FileLocks.Describe(locks[0])}: dump file locks with --file-locks (-l), as with CRIU; pid {pid} was left running untouched");
             uint id = files.SharedDescription(pid, fd, st) ?? Describe(pid, fd, link, st, info, flags, type, pidfd);
             files.Remember(pid, fd, st, id);
+            foreach (var l in locks)
+                files.AddLock(id, l);
             entries.Add(new fdinfo_entry { Id = id, Flags = fdFlags, Type = type, Fd = (uint)fd });
             log.Debug($"pid {pid} fd {fd}: {type} {link} (file {id})");
         }
@@ -83,7 +83,7 @@ internal sealed class FdDumper(FileTable files, bool shellJob, CriuLog log)
         {
             if (IsTerminal(st))
             {
-                if (!shellJob)
+                if (!options.ShellJob)
                     throw new CriuModeException($"{where} is the terminal {link}: dump a program on a terminal with --shell-job (-j); pid {pid} was left running untouched");
                 return fd_types.Tty;
             }

@@ -30,6 +30,22 @@ internal sealed class FileTable
 
     public List<tty_info_entry> TtyInfos { get; } = [];
 
+    /// <summary>filelocks.img: every lock once, however many descriptors show it.</summary>
+    public List<file_lock_entry> Locks { get; } = [];
+
+    private readonly HashSet<(uint File, uint Kind, uint Type, long Start, long Len, int Owner)> _locks = [];
+
+    /// <summary>
+    /// Adds <paramref name="l"/>, held through file description <paramref name="file"/>, unless a
+    /// descriptor seen before showed it: a dup'ed or inherited descriptor shows its description's
+    /// flock and OFD locks, and a dup'ed one its process's POSIX locks.
+    /// </summary>
+    public void AddLock(uint file, file_lock_entry l)
+    {
+        if (_locks.Add((file, l.Flag, l.Type, l.Start, l.Len, l.Flag == FileLocks.Posix ? l.Pid : 0)))
+            Locks.Add(l);
+    }
+
     public uint NewId() => _next++;
 
     /// <summary>fown_entry of a file with no owner: every field set (they are required).</summary>

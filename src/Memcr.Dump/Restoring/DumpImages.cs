@@ -75,6 +75,9 @@ internal sealed class DumpImages
     /// <summary>memfd.img: memfd inodes (and shared anonymous memory) by inode id.</summary>
     public Dictionary<uint, memfd_inode_entry> MemfdInodes { get; }
 
+    /// <summary>filelocks.img: the locks each process takes again once its descriptors are in place.</summary>
+    public List<file_lock_entry> Locks { get; } = [];
+
     /// <summary>The pagemap of a memfd inode's contents (offsets in the file as addresses).</summary>
     public PageMap SharedPages(memfd_inode_entry inode) => PageMap.Read(Path.Combine(Dir, $"pagemap-shmem-{inode.Shmid}.img"));
 
@@ -154,6 +157,8 @@ internal sealed class DumpImages
                 foreach (var m in d.All<memfd_inode_entry>(ImageKinds.MemfdInode))
                     images.MemfdInodes[(uint)m.InodeId] = m;
             }
+            if (d.Has(ImageKinds.FileLocks))
+                images.Locks.AddRange(d.All<file_lock_entry>(ImageKinds.FileLocks));
             return images;
         }
         catch (CriuImageException e)

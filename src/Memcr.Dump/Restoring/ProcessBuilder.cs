@@ -1,5 +1,6 @@
 using System.Buffers.Binary;
 using Memcr.CriuImages;
+using Memcr.Dump.Files;
 using Memcr.Linux.Memory;
 using Memcr.Linux.Proc;
 using Memcr.Linux.Ptrace;
@@ -50,6 +51,8 @@ internal sealed class ProcessBuilder(RestoreContext ctx)
         log.Debug($"pid {p.Pid}: address space rebuilt ({p.Mm.Vmas.Count} VMAs, {kept.Count} inherited)");
 
         FdInstaller.Install(ctx, p, remote);
+        if (ctx.Options.FileLocks)
+            FileLocks.Take(remote, ctx.Images.Locks.Where(l => l.Pid == p.Pid));
         SessionAndGroup(p, remote, parent);
 
         foreach (var child in p.Children)

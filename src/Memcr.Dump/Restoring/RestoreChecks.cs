@@ -90,7 +90,22 @@ internal static class RestoreChecks
                     throw new CriuModeException($"the shared mapping 0x{v.Start:x} of pid {p.Pid} names file {v.Shmid}, which is not a memfd of memfd.img; nothing was restored");
             }
         }
+        if (options.FileLocks)
+            CheckLocks(images);
         CheckVdso(images.Root);
+    }
+
+    private static void CheckLocks(DumpImages images)
+    {
+        foreach (var l in images.Locks)
+        {
+            var p = images.Processes.FirstOrDefault(p => p.Pid == l.Pid);
+            string where = $"{Path.Combine(images.Dir, ImageKinds.FileLocks.FileName)}: {FileLocks.Describe(l)}";
+            if (p is null || !p.Fds.Any(f => f.Fd == l.Fd))
+                throw new CriuModeException($"{where} is held through fd {l.Fd} of pid {l.Pid}, which {(p is null ? "is not in the tree" : "that process does not have")}; nothing was restored");
+            if (l.Flag is not (FileLocks.Posix or FileLocks.Flock or FileLocks.Ofd) || l.Type is not (FileLocks.ReadLock or FileLocks.WriteLock))
+                throw new CriuModeException($"{where} (kind {l.Flag}, type {l.Type}) is a lock memcr cannot take (it takes flock, POSIX and OFD read and write locks); nothing was restored");
+        }
     }
 
     /// <summary>A regular file of the dump is there, of the same type, size and build-id.</summary>

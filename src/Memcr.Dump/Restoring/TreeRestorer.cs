@@ -38,6 +38,8 @@ public static class TreeRestorer
         var clock = Stopwatch.StartNew();
         var images = DumpImages.Read(options.Dir);
         RestoreChecks.Run(images, options);
+        if (images.Locks.Count > 0 && !options.FileLocks)
+            log.Warn($"{images.Locks.Count} file lock(s) in {options.Dir} are left out: restore them with --file-locks (-l), as with CRIU");
         string helperPath = options.HelperPath ?? throw new CriuModeException("the path of the memcr binary is unknown: it is needed as the restore helper");
         RestorerFiles files;
         try

@@ -70,6 +70,7 @@ public sealed record SyscallNumbers
     public required long Getpid { get; init; }
     public required long Exit { get; init; }
     public required long Fcntl { get; init; }
+    public required long Flock { get; init; }
     public required long Fchdir { get; init; }
     public required long Chdir { get; init; }
     public required long Chroot { get; init; }

@@ -21,7 +21,7 @@ public sealed class X64Architecture : CpuArchitecture
     {
         Read = 0, Write = 1, Brk = 12, Close = 3, Lseek = 8, Mmap = 9, Mprotect = 10, Munmap = 11, RtSigaction = 13,
         RtSigprocmask = 14, Ioctl = 16, Mremap = 25, Madvise = 28, Getitimer = 36, Setitimer = 38, Getpid = 39,
-        Exit = 60, Fcntl = 72, Chdir = 80, Fchdir = 81, Umask = 95, Setpgid = 109, Setsid = 112, Setgroups = 116,
+        Exit = 60, Fcntl = 72, Flock = 73, Chdir = 80, Fchdir = 81, Umask = 95, Setpgid = 109, Setsid = 112, Setgroups = 116,
         Setresuid = 117, Setresgid = 119, Setfsuid = 122, Setfsgid = 123, Capset = 126, RtSigqueueinfo = 129,
         Sigaltstack = 131, Personality = 135, Setpriority = 141, SchedSetscheduler = 144, Prctl = 157, Chroot = 161,
         SetTidAddress = 218, TimerCreate = 222, TimerSettime = 223, TimerGettime = 224, TimerGetoverrun = 225,
