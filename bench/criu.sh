@@ -33,7 +33,8 @@ wait_free() { for p in "$@"; do while [ -d "/proc/$p" ]; do sleep 0.01; done; do
 wait_line() { for _ in $(seq 500); do grep -q "$2" "$1" 2>/dev/null && return; sleep 0.01; done; echo "bench: $1 never got '$2'" >&2; exit 1; }
 cold() { if [ -n "${COLD:-}" ]; then sync; echo 3 >/proc/sys/vm/drop_caches; fi; }
 
-# dump_restore NAME ROOT PIDS...: RUNS rounds of dump (the tree is killed), restore -d, check.
+# dump_restore NAME ROOT PIDS...: RUNS rounds of dump (the tree is killed) and restore -d; each
+# round dumps what the one before restored.
 # Fills $work/NAME.{dump,frozen,restore,image}.
 dump_restore() {
     local name=$1 root=$2; shift 2
@@ -43,7 +44,7 @@ dump_restore() {
         rm -rf "$images"; mkdir "$images"
         local t0 t1 t2 out
         t0=$(now)
-        out=$("$memcr" dump -t "$root" -D "$images" 2>&1) || { echo "$out" >&2; exit 1; }
+        out=$("$memcr" dump -t "$root" -D "$images" -v3 2>&1) || { echo "$out" >&2; exit 1; }
         t1=$(now)
         ms "$t0" "$t1" >>"$work/$name.dump"
         grep -oP 'frozen \K[0-9.]+(?= ms)' <<<"$out" | tail -1 >>"$work/$name.frozen"
@@ -55,7 +56,6 @@ dump_restore() {
         t2=$(now)
         ms "$t1" "$t2" >>"$work/$name.restore"
         after_restore "$name"
-        if ((i < runs - 1)); then kill -9 "${ids[@]}"; wait_free "${ids[@]}"; fi
     done
 }
 after_restore() { :; }
@@ -73,9 +73,10 @@ echo "runs: $runs, images in $base${COLD:+, page cache dropped before each resto
 for s in "${scenarios[@]}"; do
     case $s in
     counter)
-        setsid -f sh -c "exec '$work/counter' </dev/null >'$work/counter.out' 2>&1"
-        wait_line "$work/counter.out" "My PID is"
-        pid=$(grep -oP 'My PID is \K[0-9]+' "$work/counter.out"); pids+=("$pid")
+        # Its stdout is a file, so block-buffered: the pid comes from the shell it replaces.
+        setsid -f sh -c "echo \$\$ >'$work/counter.pid'; exec '$work/counter' </dev/null >'$work/counter.out' 2>&1"
+        wait_line "$work/counter.pid" "[0-9]"
+        pid=$(cat "$work/counter.pid"); pids+=("$pid")
         dump_restore counter "$pid" "$pid"
         report counter
         ;;

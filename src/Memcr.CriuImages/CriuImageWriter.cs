@@ -50,7 +50,19 @@ public sealed class CriuImageWriter : IDisposable
         }
     }
 
-    /// <summary>Writes one entry: <paramref name="message"/> and the raw bytes that follow it.</summary>
+    /// <summary>
+    /// Loads the image schema (every image kind and the descriptors of its messages), which takes
+    /// milliseconds the first time: a dump does it before it freezes anything.
+    /// </summary>
+    public static void LoadSchema()
+    {
+        foreach (var kind in ImageKinds.All)
+        {
+            if (kind.Entry is { } entry)
+                _ = Json.MessageToJson.MissingRequired(entry, []);
+        }
+    }
+
     /// <summary>
     /// Writes one entry: <paramref name="message"/> and the raw bytes that follow it. A message
     /// missing a required field is refused (CRIU could not read the image).

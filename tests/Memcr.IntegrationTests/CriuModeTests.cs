@@ -105,6 +105,9 @@ public sealed partial class CriuModeTests
 
         Assert.Equal(tids, CriuRun.Tids(tree.Pid));
         Assert.Equal(P(tree.Pid), CriuRun.Status(tree.Child, "PPid"));
+        // Remote syscalls pin a task to one CPU while they run; none of it stays.
+        string cpus = File.ReadAllLines("/proc/self/status").Single(l => l.StartsWith("Cpus_allowed_list:", StringComparison.Ordinal));
+        Assert.All(CpuLists([tree.Pid, tree.Child]), l => Assert.Equal(cpus, l));
         var lines = CriuRun.WaitForLine(tree.Log, l => l.StartsWith($"parent {tree.Pid} tick {ticks + 2} ", StringComparison.Ordinal));
         // The restored parent goes on from the dump: handler count, file offset and timer with it.
         string next = Assert.Single(lines, l => l.StartsWith($"parent {tree.Pid} tick {ticks + 1} ", StringComparison.Ordinal));
@@ -150,7 +153,9 @@ public sealed partial class CriuModeTests
     public void LeaveRunning_TheTreeGoesOn_AndARestoreAfterwardsResumesFromTheDump()
     {
         using var tree = TreeProgram.Start("criu-leave");
+        var cpus = CpuLists([tree.Pid, tree.Child]);
         CriuRun.MustDump(tree.Pid, tree.Images, "--leave-running");
+        Assert.Equal(cpus, CpuLists([tree.Pid, tree.Child]));
         int ticks = tree.ParentTicks().Last();
         CriuRun.WaitForLine(tree.Log, l => l.StartsWith($"parent {tree.Pid} tick {ticks + 2} ", StringComparison.Ordinal));
         Assert.Equal("0", CriuRun.Status(tree.Pid, "TracerPid"));
@@ -274,6 +279,11 @@ public sealed partial class CriuModeTests
         File.Exists($"/proc/{pid}/task/{pid}/children")
             ? File.ReadAllText($"/proc/{pid}/task/{pid}/children").Split(' ', StringSplitOptions.RemoveEmptyEntries).Select(x => int.Parse(x, CultureInfo.InvariantCulture)).ToList()
             : [];
+
+    /// <summary>The Cpus_allowed_list line of every thread of <paramref name="pids"/>.</summary>
+    private static List<string> CpuLists(int[] pids) =>
+        pids.SelectMany(pid => CriuRun.Tids(pid).Select(tid => File.ReadAllLines($"/proc/{pid}/task/{tid}/status")
+            .Single(l => l.StartsWith("Cpus_allowed_list:", StringComparison.Ordinal)))).ToList();
 
     private static long Pss(int pid) => SmapsRollup(pid, "Pss:");
 

@@ -9,12 +9,15 @@ namespace Memcr.Dump.Dumping;
 /// <summary>
 /// Writes a process's pages into pages-N.img with the shared page pipeline: this thread reads
 /// them in 4 MiB batches (process_vm_readv) while two writer threads put each batch at its place
-/// in the file (O_DIRECT where the file system allows it). The file is allocated first, so that a
+/// in the file (O_DIRECT for big images, where the file system allows it). The file is allocated first, so that a
 /// full disk is found before any page is read.
 /// </summary>
 internal sealed class PageWriter(BufferPool buffers)
 {
     public const int BufferBytes = MemoryDumper.SegmentBytes;
+
+    /// <summary>Images at least this big are written with O_DIRECT.</summary>
+    public const long DirectBytes = 64L << 20;
 
     /// <summary>Time the pipeline ran (reading and writing overlapped), and time spent in writes.</summary>
     public TimeSpan ReadTime { get; private set; }
@@ -31,7 +34,9 @@ internal sealed class PageWriter(BufferPool buffers)
         }
         if (total == 0)
             return;
-        using var direct = FileOps.OpenDirect(path, write: true);
+        // O_DIRECT for big images, so that a dump does not fill the page cache with a second copy
+        // of the process; a small one goes through the cache, which is quicker for a few MiB.
+        using var direct = total >= DirectBytes ? FileOps.OpenDirect(path, write: true) : null;
         using var buffered = direct is null ? File.OpenHandle(path, FileMode.Open, FileAccess.Write) : null;
         SafeFileHandle file = direct ?? buffered!;
         using var lease = buffers.Borrow();

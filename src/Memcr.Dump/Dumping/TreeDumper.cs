@@ -45,6 +45,7 @@ public static class TreeDumper
                 $"pid {options.Pid} ({status!.Name}) is not a session leader (its session is {root.Session}): a program started from a shell is a shell job, dump it with --shell-job (-j)");
         }
 
+        CriuImageWriter.LoadSchema();
         var clock = Stopwatch.StartNew();
         log.Info($"freezing the tree of pid {options.Pid}");
         TreeTracer tree;
@@ -126,8 +127,10 @@ public static class TreeDumper
             Write(ImageKinds.Fs, ImageKinds.Fs.FileNameFor(p.Pid), p.Fs);
             Write(ImageKinds.Fdinfo, ImageKinds.Fdinfo.FileNameFor(p.KobjId), [.. p.Fds]);
             Write(ImageKinds.Pagemap, ImageKinds.Pagemap.FileNameFor(p.Pid), [new pagemap_head { PagesId = p.PagesId }, .. p.Pagemap]);
+            log.Debug($"pid {p.Pid}: state images written");
             pages.Write(p.Pid, p.Segments, Path($"pages-{p.PagesId}.img"));
             pagesWritten += p.Pagemap.Sum(e => (long)e.NrPages);
+            log.Debug($"pid {p.Pid}: pages written");
         }
         Write(ImageKinds.Pstree, ImageKinds.Pstree.FileName, [.. processes.Select(p => p.Pstree)]);
         Write(ImageKinds.Files, ImageKinds.Files.FileName, [.. files.Entries]);

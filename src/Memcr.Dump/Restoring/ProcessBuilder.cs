@@ -46,7 +46,9 @@ internal sealed class ProcessBuilder(RestoreContext ctx)
             kept = space.CleanForked(parent);
         }
         space.MapAll(kept);
+        log.Debug($"pid {p.Pid}: VMAs mapped");
         space.LoadPages(kept, parent);
+        log.Debug($"pid {p.Pid}: pages written");
         space.Protect(kept);
         log.Debug($"pid {p.Pid}: address space rebuilt ({p.Mm.Vmas.Count} VMAs, {kept.Count} inherited)");
 

@@ -36,6 +36,9 @@ public static class TreeRestorer
     private static int Make(RestoreOptions options, CriuLog log)
     {
         var clock = Stopwatch.StartNew();
+        // Remote syscalls pin a task to our CPU while they run, and what it clones then inherits
+        // the pin: every restored thread gets our own mask back before it is let go.
+        var cpus = CpuAffinity.OfCallingThread();
         var images = DumpImages.Read(options.Dir);
         RestoreChecks.Run(images, options);
         if (images.Locks.Count > 0 && !options.FileLocks)
@@ -82,7 +85,14 @@ public static class TreeRestorer
             if (options.PidFile is { } pidFile)
                 File.WriteAllText(pidFile, root.Pid.ToString(System.Globalization.CultureInfo.InvariantCulture));
             foreach (var t in ctx.Made)
+            {
+                foreach (var thread in t.Threads)
+                {
+                    if (cpus is not null && !CpuAffinity.Reset(thread.Tid, cpus))
+                        log.Warn($"pid {t.Pid}: thread {thread.Tid} keeps the CPU it was restored on: sched_setaffinity failed");
+                }
                 t.Release();
+            }
         }
         catch (Exception e)
         {

@@ -13,6 +13,12 @@ internal static partial class Interop
         [LibraryImport("libc", EntryPoint = "syscall", SetLastError = true)]
         internal static partial long syscall(long nr, long a1, long a2, long a3, long a4, long a5);
 
+        [LibraryImport("libc", EntryPoint = "sched_getaffinity", SetLastError = true)]
+        internal static unsafe partial int sched_getaffinity(int pid, nuint size, ulong* mask);
+
+        [LibraryImport("libc", EntryPoint = "sched_setaffinity", SetLastError = true)]
+        internal static unsafe partial int sched_setaffinity(int pid, nuint size, ulong* mask);
+
         [LibraryImport("libc", EntryPoint = "pidfd_open", SetLastError = true)]
         internal static partial int pidfd_open(int pid, uint flags);
 

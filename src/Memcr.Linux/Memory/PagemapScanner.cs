@@ -22,12 +22,17 @@ public sealed class PagemapScanner : IDisposable
     private const ulong PM_FILE = 1UL << 61;
     private const ulong PM_MMAP_EXCLUSIVE = 1UL << 56;
 
-    private const int RegionBatch = 4096;
+    // Both buffers stay under the large-object threshold and are made once per scanner: a fresh
+    // large array per VMA made the GC run full collections in the middle of a dump.
+    private const int RegionBatch = 2048;
+    private const int EntryBatch = 8192;
 
     private readonly SafeFileHandle _fd;
     private readonly string _path;
     private readonly ulong _pageSize;
     private bool _useScan;
+    private PageRegion[]? _regions;
+    private ulong[]? _entries;
 
     [StructLayout(LayoutKind.Sequential)]
     private struct PmScanArg
@@ -88,7 +93,7 @@ public sealed class PagemapScanner : IDisposable
 
     private unsafe bool TryScanIoctl(ulong start, ulong end, List<PageRun> runs)
     {
-        var regions = new PageRegion[RegionBatch];
+        var regions = _regions ??= new PageRegion[RegionBatch];
         fixed (PageRegion* vec = regions)
         {
             ulong cursor = start;
@@ -169,8 +174,8 @@ public sealed class PagemapScanner : IDisposable
 
     private unsafe void ReadPagemap(ulong start, ulong end, Action<ulong, ulong> entry)
     {
-        const int Batch = 8192;
-        var entries = new ulong[Batch];
+        const int Batch = EntryBatch;
+        var entries = _entries ??= new ulong[Batch];
         ulong page = start;
         fixed (ulong* buf = entries)
         {

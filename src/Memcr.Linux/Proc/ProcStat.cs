@@ -23,6 +23,9 @@ public sealed record ProcStat
     public ulong EndCode { get; init; }
     public ulong StartStack { get; init; }
     public int ExitSignal { get; init; }
+
+    /// <summary>The CPU the task last ran on (field 39).</summary>
+    public int Processor { get; init; }
     public uint RtPriority { get; init; }
     public uint Policy { get; init; }
     public ulong StartData { get; init; }
@@ -63,6 +66,7 @@ public sealed record ProcStat
             EndCode = U(27),
             StartStack = U(28),
             ExitSignal = (int)L(38),
+            Processor = (int)L(39),
             RtPriority = (uint)U(40),
             Policy = (uint)U(41),
             StartData = f.Length > 42 ? U(45) : 0,

@@ -21,11 +21,13 @@ public sealed class RemoteSyscall : IDisposable
     private readonly byte[] _saved;
     private readonly byte[] _work;
     private readonly ulong _savedMask;
+    private readonly Kernel.CpuAffinity? _affinity;
     private bool _moved;
     private bool _disposed;
 
     private RemoteSyscall(Tracer tracer, CpuArchitecture arch, int tid, ulong pc, byte[] saved, ulong savedMask)
     {
+        _affinity = Kernel.CpuAffinity.Follow(tracer.Pid, tid);
         _tracer = tracer;
         _arch = arch;
         _tid = tid;
@@ -153,5 +155,6 @@ public sealed class RemoteSyscall : IDisposable
             _tracer.SetRegisters(_tid, _saved);
         }
         _tracer.SetSignalMask(_tid, _savedMask);
+        _affinity?.Dispose();
     }
 }
