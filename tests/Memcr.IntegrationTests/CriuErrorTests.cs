@@ -95,46 +95,41 @@ public sealed partial class CriuErrorTests
     }
 
     [Fact]
-    public void Dump_OfANetworkSocket_IsRefused_NamingPidAndFd()
-    {
-        string dir = Repo.NewScratchDir("criu-socket");
-        string pidFile = Path.Combine(dir, "pid");
-        Repo.MustRun("setsid", "-f", "sh", "-c",
-            $"echo $$ > {pidFile}; exec python3 -c 'import socket,time; s=socket.socket(); s.bind((\"127.0.0.1\", 0)); s.listen(); time.sleep(1000)' </dev/null >/dev/null 2>&1");
-        int pid = WaitForPid(pidFile);
-        try
+    public void Dump_OfANetworkSocket_IsRefused_NamingPidAndFd() =>
+        DumpOfPythonIsRefused("criu-socket", "import socket,time; s=socket.socket(); s.bind((\"127.0.0.1\", 0)); s.listen()", pid =>
         {
-            int fd = WaitFor(() => Directory.GetFiles($"/proc/{pid}/fd").Select(f => (Fd: int.Parse(Path.GetFileName(f), CultureInfo.InvariantCulture), Link: new FileInfo(f).LinkTarget))
-                .FirstOrDefault(x => x.Link?.StartsWith("socket:", StringComparison.Ordinal) == true).Fd, "the socket");
-            string images = Directory.CreateDirectory(Path.Combine(dir, "images")).FullName;
-            var output = Fails("dump", "-t", P(pid), "-D", images);
-            Assert.Matches($@"fd {fd} of pid {pid} \(socket:\[\d+\]\) is a network socket", output);
-            Assert.Contains($"pid {pid} was left running untouched", output);
-            Assert.Equal("0", CriuRun.Status(pid, "TracerPid"));
-            Assert.StartsWith("S", CriuRun.Status(pid, "State"));
-            Assert.Empty(Directory.GetFileSystemEntries(images));
-        }
-        finally
-        {
-            Syscalls.Kill(pid, Signals.SIGKILL);
-        }
-    }
+            int fd = Directory.GetFiles($"/proc/{pid}/fd").Select(f => (Fd: int.Parse(Path.GetFileName(f), CultureInfo.InvariantCulture), Link: new FileInfo(f).LinkTarget))
+                .First(x => x.Link?.StartsWith("socket:", StringComparison.Ordinal) == true).Fd;
+            return $@"fd {fd} of pid {pid} \(socket:\[\d+\]\) is a network socket";
+        });
 
     [Fact]
     public void Dump_OfALease_IsRefused_EvenWithFileLocks()
     {
-        string dir = Repo.NewScratchDir("criu-lease");
-        string pidFile = Path.Combine(dir, "pid"), leased = Path.Combine(dir, "leased");
+        string leased = Path.Combine(Repo.NewScratchDir("criu-leased"), "leased");
         File.WriteAllText(leased, "");
+        DumpOfPythonIsRefused("criu-lease", $"import fcntl; f=open(\"{leased}\"); fcntl.fcntl(f, fcntl.F_SETLEASE, fcntl.F_RDLCK)",
+            pid => $@"fd \d+ of pid {pid} \({Regex.Escape(leased)}\) holds a read lease \(active\): leases are not supported", "--file-locks");
+    }
+
+    /// <summary>
+    /// Runs Python <paramref name="setup"/> in a detached process that then sleeps, has memcr dump
+    /// refuse it with a message matching <paramref name="message"/> (given the pid), and checks
+    /// that it runs on untouched and that nothing was written.
+    /// </summary>
+    private static void DumpOfPythonIsRefused(string name, string setup, Func<int, string> message, params string[] extra)
+    {
+        string dir = Repo.NewScratchDir(name);
+        string pidFile = Path.Combine(dir, "pid"), ready = Path.Combine(dir, "out");
         Repo.MustRun("setsid", "-f", "sh", "-c",
-            $"echo $$ > {pidFile}; exec python3 -c 'import fcntl,time; f=open(\"{leased}\"); fcntl.fcntl(f, fcntl.F_SETLEASE, fcntl.F_RDLCK); print(\"ok\", flush=True); time.sleep(1000)' </dev/null >{dir}/out 2>&1");
+            $"echo $$ > {pidFile}; exec python3 -c '{setup}; import time; print(\"ok\", flush=True); time.sleep(1000)' </dev/null >{ready} 2>&1");
         int pid = WaitForPid(pidFile);
         try
         {
-            CriuRun.WaitForLine(Path.Combine(dir, "out"), l => l == "ok");
+            CriuRun.WaitForLine(ready, l => l == "ok");
             string images = Directory.CreateDirectory(Path.Combine(dir, "images")).FullName;
-            var output = Fails("dump", "-t", P(pid), "-D", images, "--file-locks");
-            Assert.Matches($@"fd \d+ of pid {pid} \({Regex.Escape(leased)}\) holds a read lease \(active\): leases are not supported", output);
+            var output = Fails(["dump", "-t", P(pid), "-D", images, .. extra]);
+            Assert.Matches(message(pid), output);
             Assert.Contains($"pid {pid} was left running untouched", output);
             Assert.Equal("0", CriuRun.Status(pid, "TracerPid"));
             Assert.StartsWith("S", CriuRun.Status(pid, "State"));
