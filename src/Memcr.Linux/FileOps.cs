@@ -57,6 +57,29 @@ public static class FileOps
     }
 
     /// <summary>
+    /// Makes what was written durable: fdatasync(2) of each file, then fsync(2) of
+    /// <paramref name="dir"/>, which holds their names.
+    /// </summary>
+    public static void SyncAll(IEnumerable<string> files, string dir)
+    {
+        foreach (string path in files.Append(dir))
+        {
+            int fd = Interop.Libc.open(path, Interop.Libc.O_RDONLY | Interop.Libc.O_CLOEXEC, 0);
+            if (fd < 0)
+                throw new SyscallException("open", path, Errno.Last);
+            try
+            {
+                int r = path == dir ? Interop.Libc.fsync(fd) : Interop.Libc.fdatasync(fd);
+                Errno.Check(r, path == dir ? "fsync" : "fdatasync", path);
+            }
+            finally
+            {
+                Interop.Libc.close(fd);
+            }
+        }
+    }
+
+    /// <summary>
     /// Tells the kernel the file will be read from start to end (POSIX_FADV_SEQUENTIAL: larger
     /// readahead). Advice only: errors are ignored.
     /// </summary>

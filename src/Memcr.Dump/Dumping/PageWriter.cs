@@ -2,22 +2,20 @@ using System.Collections.Concurrent;
 using System.Diagnostics;
 using Memcr.Linux;
 using Memcr.Linux.Memory;
-using Microsoft.Win32.SafeHandles;
 
 namespace Memcr.Dump.Dumping;
 
 /// <summary>
 /// Writes a process's pages into pages-N.img with the shared page pipeline: this thread reads
 /// them in 4 MiB batches (process_vm_readv) while two writer threads put each batch at its place
-/// in the file (O_DIRECT for big images, where the file system allows it). The file is allocated first, so that a
-/// full disk is found before any page is read.
+/// in the file. The file is allocated first, so that a full disk is found before any page is read.
+/// Writes go through the page cache, as CRIU's do: the tree's own memory is freed when it is
+/// killed after the dump, and a restore soon after reads the images from RAM (memcr mode writes
+/// with O_DIRECT instead, since there the process keeps its mappings).
 /// </summary>
 internal sealed class PageWriter(BufferPool buffers)
 {
     public const int BufferBytes = MemoryDumper.SegmentBytes;
-
-    /// <summary>Images at least this big are written with O_DIRECT.</summary>
-    public const long DirectBytes = 64L << 20;
 
     /// <summary>Time the pipeline ran (reading and writing overlapped), and time spent in writes.</summary>
     public TimeSpan ReadTime { get; private set; }
@@ -34,11 +32,7 @@ internal sealed class PageWriter(BufferPool buffers)
         }
         if (total == 0)
             return;
-        // O_DIRECT for big images, so that a dump does not fill the page cache with a second copy
-        // of the process; a small one goes through the cache, which is quicker for a few MiB.
-        using var direct = total >= DirectBytes ? FileOps.OpenDirect(path, write: true) : null;
-        using var buffered = direct is null ? File.OpenHandle(path, FileMode.Open, FileAccess.Write) : null;
-        SafeFileHandle file = direct ?? buffered!;
+        using var file = File.OpenHandle(path, FileMode.Open, FileAccess.Write);
         using var lease = buffers.Borrow();
         using var full = new BlockingCollection<(PageBuffer Batch, long Offset)>(4);
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancel);

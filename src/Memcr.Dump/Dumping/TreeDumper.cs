@@ -70,6 +70,8 @@ public static class TreeDumper
             }
             else
             {
+                // The images are all that is left of the tree once it is killed: on disk first.
+                FileOps.SyncAll(written, options.Dir);
                 tree.Kill();
                 log.Info($"the tree of pid {options.Pid} was killed after the dump");
             }

@@ -37,6 +37,9 @@ internal static partial class Interop
         [LibraryImport("libc", EntryPoint = "pwritev", SetLastError = true)]
         internal static unsafe partial nint pwritev(int fd, IoVec* iov, int iovcnt, long offset);
 
+        [LibraryImport("libc", EntryPoint = "fsync", SetLastError = true)]
+        internal static partial int fsync(int fd);
+
         [LibraryImport("libc", EntryPoint = "fdatasync", SetLastError = true)]
         internal static partial int fdatasync(int fd);
 
