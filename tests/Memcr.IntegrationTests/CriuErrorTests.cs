@@ -22,6 +22,15 @@ public sealed partial class CriuErrorTests
         return output;
     }
 
+    /// <summary>A restore of <paramref name="images"/> that must be refused, leaving them as they were; its output.</summary>
+    private static string RestoreFails(string images)
+    {
+        string before = CriuRun.Fingerprint(images);
+        var output = Fails("restore", "-D", images, "-d");
+        Assert.Equal(before, CriuRun.Fingerprint(images));
+        return output;
+    }
+
     /// <summary>The tree runs on: not traced, not stopped, and the tree program still ticks.</summary>
     private static void AssertRunningUntouched(TreeProgram tree)
     {
@@ -168,10 +177,8 @@ public sealed partial class CriuErrorTests
     {
         using var tree = TreeProgram.Start("criu-pid-taken");
         CriuRun.MustDump(tree.Pid, tree.Images, "--leave-running");
-        string before = CriuRun.Fingerprint(tree.Images);
-        var output = Fails("restore", "-D", tree.Images, "-d");
+        var output = RestoreFails(tree.Images);
         Assert.Contains($"pid {tree.Pid} is in use by 'tree'", output);
-        Assert.Equal(before, CriuRun.Fingerprint(tree.Images));
         AssertRunningUntouched(tree);
     }
 
@@ -197,12 +204,10 @@ public sealed partial class CriuErrorTests
                 ChangeBuildId(exe);
                 break;
         }
-        string before = CriuRun.Fingerprint(tree.Images);
-        var output = Fails("restore", "-D", tree.Images, "-d");
+        var output = RestoreFails(tree.Images);
         Assert.Contains(what, output);
         Assert.Contains(why, output);
         Assert.Contains("nothing was restored", output);
-        Assert.Equal(before, CriuRun.Fingerprint(tree.Images));
         Assert.False(Directory.Exists($"/proc/{tree.Pid}"));
         Assert.False(Directory.Exists($"/proc/{tree.Child}"));
     }
@@ -220,11 +225,9 @@ public sealed partial class CriuErrorTests
         CriuRun.MustDump(tree.Pid, tree.Images);
         CriuRun.WaitFree(tree.Pid, tree.Child);
         ImageDamage.Apply(Path.Combine(tree.Images, image.Replace("PID", P(tree.Pid), StringComparison.Ordinal)), damage);
-        string before = CriuRun.Fingerprint(tree.Images);
-        var output = Fails("restore", "-D", tree.Images, "-d");
+        var output = RestoreFails(tree.Images);
         Assert.Contains(message.Replace("PID", P(tree.Pid), StringComparison.Ordinal), output);
         Assert.Contains("nothing was restored", output);
-        Assert.Equal(before, CriuRun.Fingerprint(tree.Images));
         Assert.False(Directory.Exists($"/proc/{tree.Pid}"));
         Assert.False(Directory.Exists($"/proc/{tree.Child}"));
     }
@@ -241,11 +244,9 @@ public sealed partial class CriuErrorTests
         File.Copy(pages, saved);
         using (var f = File.OpenHandle(pages, FileMode.Open, FileAccess.ReadWrite))
             RandomAccess.SetLength(f, RandomAccess.GetLength(f) - 4096);
-        string before = CriuRun.Fingerprint(tree.Images);
-        var output = Fails("restore", "-D", tree.Images, "-d");
+        var output = RestoreFails(tree.Images);
         Assert.Contains("pages-1.img", output);
         Assert.Contains("the partly restored processes were killed, the images are unchanged", output);
-        Assert.Equal(before, CriuRun.Fingerprint(tree.Images));
         CriuRun.WaitFree(tree.Pid, tree.Child);
 
         File.Copy(saved, pages, overwrite: true);
