@@ -13,8 +13,8 @@ namespace Memcr.Cli;
 internal static class CriuTool
 {
     public const string Usage = """
-        memcr dump -t PID -D DIR [-j] [-R] [-l] [--tcp-established] [-v[N]] [-o LOG]
-        memcr restore -D DIR [-j] [-d] [-l] [--pidfile FILE] [--tcp-established] [-v[N]] [-o LOG]
+        memcr dump -t PID -D DIR [-j] [-R] [-l] [--tcp-established|--tcp-close] [--network-lock M] [-v[N]] [-o LOG]
+        memcr restore -D DIR [-j] [-d] [-l] [--pidfile FILE] [--tcp-established|--tcp-close] [-v[N]] [-o LOG]
         memcr check
           -t --tree PID            the root of the process tree to dump
           -D --images-dir DIR      the directory of the images (CRIU's format)
@@ -27,9 +27,14 @@ internal static class CriuTool
                                    dump of a process holding one is refused and a restore leaves
                                    them out)
              --pidfile FILE        write the restored root's pid to FILE
-             --tcp-established     accepted as CRIU's scripts pass it; sockets other than UNIX
-                                   listeners on a path are not supported yet and are refused
-             --network-lock MODE   accepted and ignored (no network state is dumped yet)
+             --tcp-established     dump and restore established TCP connections (TCP repair
+                                   mode: sequence numbers, options, queued bytes); without it
+                                   a tree holding one is refused
+             --tcp-close           dump established TCP connections without their state, and
+                                   restore them as closed sockets
+             --network-lock M      nftables (default): packets of the dumped connections are
+                                   dropped from the dump until the restore, so that the peer
+                                   is never reset; skip: no lock (the peer may see a reset)
           -v[N] --verbosity[=N]    log level 0..4 (default 2); -v alone is 4
           -o --log-file FILE       log into FILE (relative to the images directory)
         """;
@@ -45,6 +50,7 @@ internal static class CriuTool
         new('\0', "pidfile", ArgumentKind.Required),
         new('l', "file-locks", ArgumentKind.None),
         new('\0', "tcp-established", ArgumentKind.None),
+        new('\0', "tcp-close", ArgumentKind.None),
         new('v', "verbosity", ArgumentKind.Optional),
         new('o', "log-file", ArgumentKind.Required),
         new('\0', "network-lock", ArgumentKind.Required),
@@ -93,6 +99,20 @@ internal static class CriuTool
             switch (verb)
             {
                 case "dump":
+                    NetworkLockMethod lockMethod;
+                    switch (Value("network-lock") ?? "nftables")
+                    {
+                        case "nftables":
+                            lockMethod = NetworkLockMethod.Nftables;
+                            break;
+                        case "skip":
+                            lockMethod = NetworkLockMethod.Skip;
+                            break;
+                        case "iptables":
+                            return Refuse(name, verb, "--network-lock iptables: memcr locks the network with nftables only; give --network-lock nftables (or skip)");
+                        default:
+                            return Refuse(name, verb, $"invalid --network-lock '{Value("network-lock")}': give nftables or skip");
+                    }
                     if (!int.TryParse(Value("tree"), NumberStyles.None, CultureInfo.InvariantCulture, out int pid))
                         return Refuse(name, verb, Value("tree") is null ? "a process is required: -t PID" : $"invalid pid '{Value("tree")}'");
                     var result = TreeDumper.Dump(new DumpOptions
@@ -102,6 +122,8 @@ internal static class CriuTool
                         ShellJob = Flag("shell-job"),
                         LeaveRunning = Flag("leave-running"),
                         TcpEstablished = Flag("tcp-established"),
+                        TcpClose = Flag("tcp-close"),
+                        NetworkLock = lockMethod,
                         FileLocks = Flag("file-locks"),
                     }, log);
                     log.Info($"dump of pid {pid} done: {result.Processes} process(es), frozen {result.Frozen.TotalMilliseconds:F1} ms");
@@ -114,6 +136,7 @@ internal static class CriuTool
                         Detach = Flag("restore-detached"),
                         PidFile = Value("pidfile"),
                         TcpEstablished = Flag("tcp-established"),
+                        TcpClose = Flag("tcp-close"),
                         FileLocks = Flag("file-locks"),
                         HelperPath = Environment.ProcessPath,
                     }, log);

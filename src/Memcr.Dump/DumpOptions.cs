@@ -15,8 +15,14 @@ public sealed record DumpOptions
     /// <summary>-R: the tree goes on running after the dump instead of being killed.</summary>
     public bool LeaveRunning { get; init; }
 
-    /// <summary>--tcp-established: dump established TCP connections.</summary>
+    /// <summary>--tcp-established: dump established TCP connections (in repair mode, with their queues).</summary>
     public bool TcpEstablished { get; init; }
+
+    /// <summary>--tcp-close: record established TCP connections without their state; they are restored closed.</summary>
+    public bool TcpClose { get; init; }
+
+    /// <summary>--network-lock: how the dumped connections are kept from being reset until the restore.</summary>
+    public NetworkLockMethod NetworkLock { get; init; } = NetworkLockMethod.Nftables;
 
     /// <summary>-l: dump file locks (without it a process holding one is refused, as by CRIU).</summary>
     public bool FileLocks { get; init; }
@@ -37,13 +43,25 @@ public sealed record RestoreOptions
     /// <summary>--pidfile: where to write the root's pid.</summary>
     public string? PidFile { get; init; }
 
+    /// <summary>--tcp-established: make dumped TCP connections again (a dump holding one needs it, or --tcp-close).</summary>
     public bool TcpEstablished { get; init; }
+
+    /// <summary>--tcp-close: make dumped TCP connections as closed sockets.</summary>
+    public bool TcpClose { get; init; }
 
     /// <summary>-l: take the dumped file locks again (without it they are left out, as by CRIU).</summary>
     public bool FileLocks { get; init; }
 
     /// <summary>The memcr binary, started as the helper whose clone3 makes the root process.</summary>
     public string? HelperPath { get; init; }
+}
+
+/// <summary>CRIU's --network-lock methods, numbered as inventory.img keeps them.</summary>
+public enum NetworkLockMethod
+{
+    Iptables = 0,
+    Nftables = 1,
+    Skip = 2,
 }
 
 /// <summary>A dump or restore that could not be done; the message says what, where and why, and what became of the processes.</summary>

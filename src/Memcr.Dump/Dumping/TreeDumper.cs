@@ -46,6 +46,8 @@ public static class TreeDumper
         }
 
         CriuImageWriter.LoadSchema();
+        if (options.TcpEstablished && options.NetworkLock == NetworkLockMethod.Nftables)
+            Sockets.NetworkLock.RemoveStale(log);
         var clock = Stopwatch.StartNew();
         log.Info($"freezing the tree of pid {options.Pid}");
         TreeTracer tree;
@@ -60,11 +62,13 @@ public static class TreeDumper
         }
         var frozenAt = clock.Elapsed;
         var written = new List<string>();
+        using var sockets = new Sockets.InetSocketDumper(options, log);
         try
         {
-            var result = DumpFrozen(tree, options, log, written, frozenAt, clock);
+            var result = DumpFrozen(tree, sockets, options, log, written, frozenAt, clock);
             if (options.LeaveRunning)
             {
+                sockets.Resume();
                 tree.Detach();
                 log.Info("the tree goes on running (--leave-running)");
             }
@@ -79,6 +83,7 @@ public static class TreeDumper
         }
         catch (Exception e)
         {
+            sockets.Resume();
             try
             {
                 tree.Detach();
@@ -96,12 +101,14 @@ public static class TreeDumper
         }
     }
 
-    private static DumpResult DumpFrozen(TreeTracer tree, DumpOptions options, CriuLog log, List<string> written, TimeSpan frozenAt, Stopwatch clock)
+    private static DumpResult DumpFrozen(TreeTracer tree, Sockets.InetSocketDumper sockets, DumpOptions options, CriuLog log, List<string> written, TimeSpan frozenAt, Stopwatch clock)
     {
         var files = new FileTable();
         var processes = tree.Processes.Select((p, i) => new ProcessDump(p, tree.ParentOf(p.Pid), i)).ToList();
         foreach (var p in processes)
-            p.Collect(files, options, log);
+            p.Collect(files, sockets, options, log);
+        string runId = Guid.NewGuid().ToString();
+        var streams = sockets.LockAndSave(runId, options.Pid);
         log.Info($"collected the state of {processes.Count} process(es) in {clock.Elapsed.TotalMilliseconds - frozenAt.TotalMilliseconds:F1} ms");
 
         string dir = options.Dir;
@@ -158,6 +165,11 @@ public static class TreeDumper
                     SharedMemory.Dump(inode, file, ++pagesId, Path);
             }
         }
+        foreach (var (inode, entry, queues) in streams)
+        {
+            using var w = CriuImageWriter.Create(Path(ImageKinds.TcpStream.FileNameForHex(inode)), ImageKinds.TcpStream);
+            w.Write(entry, queues);
+        }
         if (files.Locks.Count > 0)
             Write(ImageKinds.FileLocks, ImageKinds.FileLocks.FileName, [.. files.Locks]);
         if (files.TtyInfos.Count > 0)
@@ -178,9 +190,9 @@ public static class TreeDumper
             NsPerId = true,
             RootCgSet = 1,
             Lsmtype = lsmtype.NoLsm,
-            NetworkLockMethod = 0,
+            NetworkLockMethod = (uint)options.NetworkLock,
             PluginsEntry = new plugins_entry(),
-            DumpCriuRunId = Guid.NewGuid().ToString(),
+            DumpCriuRunId = runId,
         });
 
         var frozen = clock.Elapsed - frozenAt;

@@ -13,7 +13,7 @@ namespace Memcr.Dump.Files;
 /// eventfd, epoll, signalfd, timerfd and inotify. Anything else is refused, naming the pid, fd and kind,
 /// before the process is changed in any way.
 /// </summary>
-internal sealed class FdDumper(FileTable files, DumpOptions options, CriuLog log)
+internal sealed class FdDumper(FileTable files, Sockets.InetSocketDumper sockets, DumpOptions options, CriuLog log)
 {
     private const int OCloexec = 0x80000;
 
@@ -54,10 +54,19 @@ internal sealed class FdDumper(FileTable files, DumpOptions options, CriuLog log
         if (link.StartsWith("socket:", StringComparison.Ordinal))
         {
             _unix ??= UnixDiag.All();
-            if (_unix.TryGetValue((uint)st.Inode, out var u) && u.State == 10 && u.Name.Length > 0 && u.Name[0] == '/' && u.PendingConnections.Length == 0)
-                return fd_types.Unixsk;
-            string kind = _unix.TryGetValue((uint)st.Inode, out var unix) ? $"a UNIX {(unix.Type == 2 ? "datagram" : "stream")} socket{(unix.State == 10 ? " with connections waiting" : unix.Name.Length == 0 ? "" : $" ({System.Text.Encoding.UTF8.GetString(unix.Name).Replace("\0", "@", StringComparison.Ordinal)})")}" : "a network socket";
-            throw new CriuModeException($"{where} is {kind}: sockets other than UNIX listening sockets bound to a path are not supported yet; pid {pid} was left running untouched");
+            if (_unix.TryGetValue((uint)st.Inode, out var unix))
+            {
+                if (unix.State == 10 && unix.Name.Length > 0 && unix.Name[0] == '/' && unix.PendingConnections.Length == 0)
+                    return fd_types.Unixsk;
+                string kind = $"a UNIX {(unix.Type == 2 ? "datagram" : "stream")} socket{(unix.State == 10 ? " with connections waiting" : unix.Name.Length == 0 ? "" : $" ({System.Text.Encoding.UTF8.GetString(unix.Name).Replace("\0", "@", StringComparison.Ordinal)})")}";
+                throw new CriuModeException($"{where} is {kind}: UNIX sockets other than listening sockets bound to a path are not supported yet; pid {pid} was left running untouched");
+            }
+            if (sockets.Find((uint)st.Inode) is { } inet)
+            {
+                sockets.Check(inet, where, pid);
+                return fd_types.Inetsk;
+            }
+            throw new CriuModeException($"{where} is a socket that is neither UNIX, TCP nor UDP (netlink, packet or raw), which memcr cannot dump; pid {pid} was left running untouched");
         }
         if (link.StartsWith("/memfd:", StringComparison.Ordinal))
             return fd_types.Memfd;
@@ -130,6 +139,9 @@ internal sealed class FdDumper(FileTable files, DumpOptions options, CriuLog log
                 break;
             case fd_types.Unixsk:
                 entry.Usk = UnixSocket(id, flags, fown, _unix![(uint)st.Inode], file);
+                break;
+            case fd_types.Inetsk:
+                entry.Isk = sockets.Describe(id, flags, fown, sockets.Find((uint)st.Inode)!, file, $"fd {fd} of pid {pid} ({link})");
                 break;
             case fd_types.Eventfd:
                 entry.Efd = new eventfd_file_entry { Id = id, Flags = flags, Fown = fown, Counter = Hex(info.Value("eventfd-count")) };
@@ -251,16 +263,7 @@ internal sealed class FdDumper(FileTable files, DumpOptions options, CriuLog log
     /// <summary>A listening UNIX socket bound to a path: its name, backlog, options and the permissions of its file.</summary>
     private static unix_sk_entry UnixSocket(uint id, uint flags, fown_entry fown, UnixSocketInfo u, SafeFileHandle sock)
     {
-        var (sndSec, sndUsec) = SocketCalls.GetTime(sock, SocketCalls.SoSndtimeo);
-        var (rcvSec, rcvUsec) = SocketCalls.GetTime(sock, SocketCalls.SoRcvtimeo);
-        var opts = new sk_opts_entry
-        {
-            SoSndbuf = (uint)SocketCalls.GetInt(sock, SocketCalls.SolSocket, SocketCalls.SoSndbuf),
-            SoRcvbuf = (uint)SocketCalls.GetInt(sock, SocketCalls.SolSocket, SocketCalls.SoRcvbuf),
-            SoSndTmoSec = (ulong)sndSec, SoSndTmoUsec = (ulong)sndUsec, SoRcvTmoSec = (ulong)rcvSec, SoRcvTmoUsec = (ulong)rcvUsec,
-            Reuseaddr = SocketCalls.GetInt(sock, SocketCalls.SolSocket, SocketCalls.SoReuseaddr) != 0,
-            SoPasscred = SocketCalls.GetInt(sock, SocketCalls.SolSocket, SocketCalls.SoPasscred) != 0,
-        };
+        var opts = Sockets.SocketOptions.Dump(sock, 1, $"UNIX socket {u.Inode}");
         var e = new unix_sk_entry
         {
             Id = id, Ino = u.Inode, Type = (uint)u.Type, State = (uint)u.State, Flags = flags, Uflags = 0, Backlog = u.SendQueue, Peer = u.Peer,

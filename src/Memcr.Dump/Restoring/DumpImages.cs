@@ -1,6 +1,7 @@
 using Memcr.CriuImages;
 using Memcr.CriuImages.Explore;
 using Memcr.CriuImages.Pages;
+using Memcr.Linux.Kernel;
 
 namespace Memcr.Dump.Restoring;
 
@@ -52,6 +53,9 @@ internal sealed class DumpImages
     }
 
     public string Dir { get; }
+
+    /// <summary>inventory.img: the dump's run id (its network lock is named after it) and lock method.</summary>
+    public inventory_entry Inventory { get; private set; } = new();
 
     /// <summary>Every process, the root first, parents before their children.</summary>
     public List<ProcessImages> Processes { get; }
@@ -141,7 +145,7 @@ internal sealed class DumpImages
                 }
             }
             var ttys = d.Has(ImageKinds.TtyInfo) ? d.All<tty_info_entry>(ImageKinds.TtyInfo).ToDictionary(t => t.Id) : [];
-            var images = new DumpImages(dir, processes, files, pipeData, pipeInfo, ttys);
+            var images = new DumpImages(dir, processes, files, pipeData, pipeInfo, ttys) { Inventory = inventory };
             if (d.Has(ImageKinds.FifoData))
             {
                 using var r = CriuImageReader.Open(d.FileOf(ImageKinds.FifoData), ImageKinds.FifoData);
@@ -175,6 +179,41 @@ internal sealed class DumpImages
     {
         if (!d.Has(kind))
             throw new CriuModeException($"cannot restore from {d.Path}: {kind.FileName} is missing (is this a dump directory?); nothing was restored");
+    }
+
+    /// <summary>tcp-stream-INO.img: the state of the TCP connection of socket <paramref name="inode"/> and its queued bytes.</summary>
+    public TcpConnectionState TcpStream(uint inode)
+    {
+        string file = Path.Combine(Dir, ImageKinds.TcpStream.FileNameForHex(inode));
+        if (!System.IO.File.Exists(file))
+            throw new CriuModeException($"{file} is missing: the TCP connection of socket {inode:x} cannot be made again");
+        try
+        {
+            using var r = CriuImageReader.Open(file, ImageKinds.TcpStream);
+            var raw = r.ReadRaw() ?? throw new CriuModeException($"{file}: no entry");
+            var e = (tcp_stream_entry)raw.Message;
+            if (raw.Extra.Length < (long)e.InqLen + e.OutqLen || e.UnsqLen > e.OutqLen)
+                throw new CriuModeException($"{file}: {raw.Extra.Length} bytes of queues where the entry announces {e.InqLen} received and {e.OutqLen} to send ({e.UnsqLen} unsent)");
+            return new TcpConnectionState
+            {
+                State = InetSocketInfo.Established,
+                InSeq = e.InqSeq,
+                InQueue = raw.Extra[..(int)e.InqLen],
+                OutSeq = e.OutqSeq,
+                OutQueue = raw.Extra[(int)e.InqLen..(int)(e.InqLen + e.OutqLen)],
+                Unsent = (int)e.UnsqLen,
+                Options = e.OptMask,
+                SendWscale = e.SndWscale,
+                ReceiveWscale = e.RcvWscale,
+                MssClamp = e.MssClamp,
+                Timestamp = e.Timestamp,
+                Window = e.HasRcvWnd ? new TcpWindow(e.SndWl1, e.SndWnd, e.MaxWindow, e.RcvWnd, e.RcvWup) : null,
+            };
+        }
+        catch (CriuImageException ex)
+        {
+            throw new CriuModeException($"cannot restore from {Dir}: {ex.Message}", ex);
+        }
     }
 
     /// <summary>Every pid and tid the tree needs.</summary>

@@ -77,6 +77,9 @@ internal static class RestoreChecks
                         if (f.Usk.State != 10 || f.Usk.Name.Length == 0 || f.Usk.Name[0] != '/')
                             throw new CriuModeException($"fd {fd.Fd} of pid {p.Pid} is a UNIX socket that is not listening on a path, which memcr cannot restore yet; nothing was restored");
                         break;
+                    case fd_types.Inetsk:
+                        CheckInet(images, f.Isk, $"fd {fd.Fd} of pid {p.Pid}", options);
+                        break;
                     default:
                         throw new CriuModeException($"fd {fd.Fd} of pid {p.Pid} is a {f.Type.OriginalName()} file, which memcr cannot restore yet; nothing was restored");
                 }
@@ -93,6 +96,32 @@ internal static class RestoreChecks
         if (options.FileLocks)
             CheckLocks(images);
         CheckVdso(images.Root);
+    }
+
+    private static void CheckInet(DumpImages images, inet_sk_entry e, string where, RestoreOptions options)
+    {
+        bool tcp = e.Proto == InetDiag.Tcp;
+        if (e.Family is not (InetDiag.AfInet or InetDiag.AfInet6) || !(tcp || e.Proto == InetDiag.Udp))
+            throw new CriuModeException($"{where} is a socket of family {e.Family}, protocol {e.Proto}: memcr restores TCP and UDP over IPv4 and IPv6; nothing was restored");
+        if (!tcp)
+            return;
+        string conn = $"{InetSocketInfo.Endpoint(Sockets.InetSocketDumper.Bytes(e.SrcAddr), (int)e.SrcPort)} -> {InetSocketInfo.Endpoint(Sockets.InetSocketDumper.Bytes(e.DstAddr), (int)e.DstPort)}";
+        switch (e.State)
+        {
+            case InetSocketInfo.Listen or InetSocketInfo.Close:
+                return;
+            case InetSocketInfo.Established when options.TcpClose:
+                return;
+            case InetSocketInfo.Established when !options.TcpEstablished:
+                throw new CriuModeException($"{where} is the established TCP connection {conn}: restore it with --tcp-established (or closed, with --tcp-close), as with CRIU; nothing was restored");
+            case InetSocketInfo.Established:
+                string stream = Path.Combine(images.Dir, ImageKinds.TcpStream.FileNameForHex(e.Ino));
+                if (!File.Exists(stream))
+                    throw new CriuModeException($"{where} is the TCP connection {conn}, but {stream} is missing (was it dumped with --tcp-close?): restore it with --tcp-close; nothing was restored");
+                return;
+            default:
+                throw new CriuModeException($"{where} is a TCP connection {conn} in state {InetSocketInfo.StateName((int)e.State)}, which memcr cannot restore; nothing was restored");
+        }
     }
 
     private static void CheckLocks(DumpImages images)

@@ -21,6 +21,9 @@ internal sealed class RestorerFiles : IDisposable
     private readonly Dictionary<uint, int> _seals = [];
     private readonly Dictionary<uint, uint> _memfdOfFile = [];
 
+    /// <summary>The TCP and UDP sockets; established connections wait in repair mode for the processes to be ready.</summary>
+    public required Sockets.InetSocketRestorer Sockets { get; init; }
+
     /// <summary>memcr's terminal, when a shell job gets it.</summary>
     public SafeFileHandle? Terminal { get; private set; }
 
@@ -32,9 +35,9 @@ internal sealed class RestorerFiles : IDisposable
     /// </summary>
     public SafeFileHandle MemfdOf(uint id) => _memfds[_memfdOfFile[id]];
 
-    public static RestorerFiles Open(DumpImages images, CriuLog log)
+    public static RestorerFiles Open(DumpImages images, RestoreOptions options, CriuLog log)
     {
-        var set = new RestorerFiles();
+        var set = new RestorerFiles { Sockets = new Sockets.InetSocketRestorer(options, log) };
         try
         {
             // Descriptors' files, and the memfd entries that memfd mappings name.
@@ -58,6 +61,7 @@ internal sealed class RestorerFiles : IDisposable
                     fd_types.Fifo => set.Fifo(images, f.Fifo),
                     fd_types.Memfd => set.Memfd(images, id, f.Memfd),
                     fd_types.Unixsk => UnixListener(f.Usk),
+                    fd_types.Inetsk => set.Sockets.Open(images, f.Isk),
                     fd_types.Inotify => Files.Inotify.Restore(f.Ify),
                     _ => throw new CriuModeException($"file {id} is a {f.Type.OriginalName()} file, which memcr cannot restore yet"),
                 };
@@ -191,18 +195,7 @@ internal sealed class RestorerFiles : IDisposable
             Linux.FileOps.ChangeOwner(path, (int)perms.Uid, (int)perms.Gid);
         }
         if (u.Opts is { } o)
-        {
-            SocketCalls.SetInt(sock, SocketCalls.SolSocket, SocketCalls.SoSndbuf, (int)o.SoSndbuf / 2, path);
-            SocketCalls.SetInt(sock, SocketCalls.SolSocket, SocketCalls.SoRcvbuf, (int)o.SoRcvbuf / 2, path);
-            if (o.Reuseaddr)
-                SocketCalls.SetInt(sock, SocketCalls.SolSocket, SocketCalls.SoReuseaddr, 1, path);
-            if (o.SoPasscred)
-                SocketCalls.SetInt(sock, SocketCalls.SolSocket, SocketCalls.SoPasscred, 1, path);
-            if ((o.SoSndTmoSec | o.SoSndTmoUsec) != 0)
-                SocketCalls.SetTime(sock, SocketCalls.SoSndtimeo, (long)o.SoSndTmoSec, (long)o.SoSndTmoUsec, path);
-            if ((o.SoRcvTmoSec | o.SoRcvTmoUsec) != 0)
-                SocketCalls.SetTime(sock, SocketCalls.SoRcvtimeo, (long)o.SoRcvTmoSec, (long)o.SoRcvTmoUsec, path);
-        }
+            Memcr.Dump.Sockets.SocketOptions.Restore(sock, o, path);
         FileCalls.SetStatusFlags(sock, (int)u.Flags & ONonblock | 2, path);
         return sock;
     }

@@ -32,6 +32,28 @@ public static class TreeRestorer
         return status.Exited ? status.ExitCode : 128 + status.TermSignal;
     }
 
+    /// <summary>
+    /// The rebuilt TCP connections leave repair mode, then the dump's network lock goes (ours or
+    /// CRIU's: named after the dump's run id): the processes run next, and their peers' packets
+    /// reach them again.
+    /// </summary>
+    private static void ResumeConnections(DumpImages images, RestorerFiles files, CriuLog log)
+    {
+        files.Sockets.Resume();
+        if (images.Inventory.NetworkLockMethod != (uint)NetworkLockMethod.Nftables || images.Inventory.DumpCriuRunId is not { Length: > 0 } runId)
+            return;
+        string table = Sockets.NetworkLock.TableOf(runId);
+        try
+        {
+            if (Sockets.NetworkLock.Remove(table))
+                log.Info($"network lock {table} removed");
+        }
+        catch (CriuModeException e)
+        {
+            log.Error($"{e.Message}: the restored connections stay blocked until it is removed (nft delete table inet {table})");
+        }
+    }
+
     /// <summary>Makes the tree and lets it run; returns the root's pid. Every buffer and file of the making is released by then.</summary>
     private static int Make(RestoreOptions options, CriuLog log)
     {
@@ -47,7 +69,7 @@ public static class TreeRestorer
         RestorerFiles files;
         try
         {
-            files = RestorerFiles.Open(images, log);
+            files = RestorerFiles.Open(images, options, log);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentException)
         {
@@ -82,6 +104,8 @@ public static class TreeRestorer
             // A process dumped stopped (SIGSTOP) is stopped again before it is let go.
             foreach (var p in images.Processes.Where(p => p.Leader.Tc?.TaskState == 6))
                 ProcessCalls.Stop(p.Pid);
+            ResumeConnections(images, files, log);
+            files.Sockets.SendUnsent();
             if (options.PidFile is { } pidFile)
                 File.WriteAllText(pidFile, root.Pid.ToString(System.Globalization.CultureInfo.InvariantCulture));
             foreach (var t in ctx.Made)
