@@ -104,12 +104,12 @@ public sealed partial class CriuErrorTests
     }
 
     [Fact]
-    public void Dump_OfANetworkSocket_IsRefused_NamingPidAndFd() =>
-        DumpOfPythonIsRefused("criu-socket", "import socket,time; s=socket.socket(); s.bind((\"127.0.0.1\", 0)); s.listen()", pid =>
+    public void Dump_OfANetlinkSocket_IsRefused_NamingPidAndFd() =>
+        DumpOfPythonIsRefused("criu-socket", "import socket,time; s=socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)", pid =>
         {
             int fd = Directory.GetFiles($"/proc/{pid}/fd").Select(f => (Fd: int.Parse(Path.GetFileName(f), CultureInfo.InvariantCulture), Link: new FileInfo(f).LinkTarget))
                 .First(x => x.Link?.StartsWith("socket:", StringComparison.Ordinal) == true).Fd;
-            return $@"fd {fd} of pid {pid} \(socket:\[\d+\]\) is a network socket";
+            return $@"fd {fd} of pid {pid} \(socket:\[\d+\]\) is a socket that is neither UNIX, TCP nor UDP";
         });
 
     [Fact]

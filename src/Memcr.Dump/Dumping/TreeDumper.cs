@@ -94,8 +94,10 @@ public static class TreeDumper
             }
             foreach (var file in written)
                 File.Delete(file);
-            if (e is CriuModeException)
+            if (e is CriuModeException c && c.Message.Contains("untouched", StringComparison.Ordinal))
                 throw;
+            if (e is CriuModeException)
+                throw new CriuModeException($"cannot dump the tree of pid {options.Pid}: {e.Message}; the tree was left running untouched and the partial images were removed", e);
             string reason = e is ProcessGoneException ? $"a process of the tree ended during the dump: {e.Message}" : e.Message;
             throw new CriuModeException($"cannot dump the tree of pid {options.Pid}: {reason}; the tree was left running untouched and the partial images were removed", e);
         }

@@ -71,7 +71,7 @@ public static class TreeRestorer
         {
             files = RestorerFiles.Open(images, options, log);
         }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentException)
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentException or CriuModeException)
         {
             throw new CriuModeException($"cannot restore from {options.Dir}: cannot make the tree's files again: {e.Message}; nothing was restored", e);
         }

@@ -45,7 +45,11 @@ internal sealed class InetSocketDumper(DumpOptions options, CriuLog log) : IDisp
                 throw new CriuModeException($"{where} is a TCP socket listening on {s.Describe()} with {s.ReceiveQueue} connection(s) not accepted yet, which CRIU cannot dump either; {untouched}");
             case InetSocketInfo.Listen or InetSocketInfo.Close:
                 return;
-            case InetSocketInfo.Established when options.TcpEstablished || options.TcpClose:
+            case InetSocketInfo.Established when options.TcpClose:
+                return;
+            case InetSocketInfo.Established when options.TcpEstablished:
+                if (!KernelFeatures.Has(KernelFeatures.NetAdmin))
+                    throw new CriuModeException($"{where} is the TCP connection {s.Describe()}: dumping it needs CAP_NET_ADMIN (TCP repair mode and the nftables lock), which memcr lacks; {untouched}");
                 return;
             case InetSocketInfo.Established:
                 throw new CriuModeException($"{where} is an established TCP connection {s.Describe()}: dump it with --tcp-established (or --tcp-close to restore it closed), as with CRIU; {untouched}");

@@ -103,7 +103,7 @@ internal sealed class NetworkLock
     /// </summary>
     public static void RemoveStale(CriuLog log)
     {
-        if (!NfTables.Available)
+        if (!NfTables.Available || !KernelFeatures.Has(KernelFeatures.NetAdmin))
             return;
         try
         {
@@ -128,7 +128,7 @@ internal sealed class NetworkLock
                 }
             }
         }
-        catch (NfTablesException e)
+        catch (CriuModeException e)
         {
             log.Warn($"cannot look for network locks left behind: {e.Message}");
         }
@@ -157,7 +157,10 @@ internal sealed class NetworkLock
         }
         catch (NfTablesException e)
         {
-            throw new CriuModeException($"{what}: {e.Message}");
+            // nft's message is its error, then the command and carets under it: the first line says it.
+            string first = e.Message.Split('\n')[0];
+            string hint = first.Contains("Operation not permitted", StringComparison.Ordinal) ? " (nftables needs CAP_NET_ADMIN)" : "";
+            throw new CriuModeException($"{what}: {first}{hint}");
         }
     }
 }

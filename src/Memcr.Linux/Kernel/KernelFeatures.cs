@@ -15,7 +15,7 @@ public static class KernelFeatures
     /// <summary>Whether we have one capability.</summary>
     public static bool Has(int cap) => (ProcFs.ReadStatus(Environment.ProcessId).CapEff & (1UL << cap)) != 0;
 
-    public const int SysPtrace = CapSysPtrace, SysAdmin = CapSysAdmin, CheckpointRestore = CapCheckpointRestore;
+    public const int SysPtrace = CapSysPtrace, SysAdmin = CapSysAdmin, CheckpointRestore = CapCheckpointRestore, NetAdmin = CapNetAdmin;
 
     public static List<KernelFeature> Probe()
     {
