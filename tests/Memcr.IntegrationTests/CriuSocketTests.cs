@@ -306,6 +306,64 @@ public sealed class CriuSocketTests
         Assert.Equal("Done after checkpoint!", answer);
     }
 
+    [Fact]
+    public void UdpSockets_BoundAndConnected_CarryDatagramsAfterTheRestore()
+    {
+        using var peer = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
+        peer.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+        peer.ReceiveTimeout = 30000;
+        int peerPort = ((IPEndPoint)peer.LocalEndPoint!).Port;
+        const int Port = 18090;
+        // Datagrams to its bound socket come back, prefixed, through its socket connected to the test's.
+        using var echo = PythonProgram.Start("criu-udp", "-c", $"'import socket; a=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); a.bind((\"127.0.0.1\", {Port})); " +
+            $"b=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); b.connect((\"127.0.0.1\", {peerPort})); print(\"ready\", flush=True)\nwhile True: b.send(b\"echo \" + a.recv(100))'");
+        CriuRun.WaitForLine(echo.Output, l => l == "ready");
+        string Ask(string what)
+        {
+            peer.SendTo(System.Text.Encoding.ASCII.GetBytes(what), new IPEndPoint(IPAddress.Loopback, Port));
+            var buf = new byte[100];
+            return System.Text.Encoding.ASCII.GetString(buf, 0, peer.Receive(buf));
+        }
+        Assert.Equal("echo one", Ask("one"));
+        string images = Images(echo);
+
+        CriuRun.MustDump(echo.Pid, images);
+        CriuRun.WaitFree(echo.Pid);
+        CriuRun.MustRestore(images);
+        Assert.Equal("echo two", Ask("two"));
+    }
+
+    [Fact]
+    public void LockOfAKilledDump_IsRemovedByTheNextRun()
+    {
+        using var listener = new TcpListener(IPAddress.Loopback, 0);
+        listener.Start();
+        int port = ((IPEndPoint)listener.LocalEndpoint).Port;
+        // Enough memory that the dump is still writing pages when it is killed.
+        using var client = PythonProgram.Start("criu-killed", "-c", $"'import socket, time; s=socket.create_connection((\"127.0.0.1\", {port})); " +
+            "b=b\"\\x01\" * (768 << 20); print(\"ready\", flush=True); time.sleep(1000)'");
+        using var conn = listener.AcceptSocket();
+        CriuRun.WaitForLine(client.Output, l => l == "ready");
+        var before = LockTables.All();
+
+        using (var dump = MemcrProcess.Start("dump", "-t", P(client.Pid), "-D", Images(client), "--tcp-established"))
+        {
+            Assert.True(SpinWait.SpinUntil(() => LockTables.All().Except(before).Any(), Patience), "the dump never locked the connection");
+            Syscalls.Kill(dump.Pid, Linux.Ptrace.Signals.SIGKILL);
+            dump.WaitForExit();
+        }
+        string stale = LockTables.All().Except(before).Single();
+        Assert.True(Directory.Exists($"/proc/{client.Pid}"), "the tree died with its dump");
+
+        // The next dump that locks connections finds the table of a memcr that is gone and a tree that runs: it is removed.
+        const int Port = 18091;
+        using var server = PythonProgram.Server("criu-after-killed", Port);
+        var (code, output) = CriuRun.Dump(server.Pid, Images(server), "--tcp-established");
+        Assert.True(code == 0, output);
+        Assert.Contains($"removed the network lock {stale} left by a memcr dump of pid {client.Pid} that did not finish", output);
+        Assert.DoesNotContain(stale, LockTables.All());
+    }
+
     private static string Images(PythonProgram p) => Directory.CreateDirectory(Path.Combine(p.Dir, "images")).FullName;
 
     /// <summary>Waits for the one established connection of the port's side and returns it.</summary>

@@ -113,12 +113,13 @@ internal sealed class NetworkLock
                 int at = text.IndexOf("comment \"" + CommentHead, StringComparison.Ordinal);
                 if (at < 0)
                     continue; // CRIU's own, or not ours to judge
-                var words = text[(at + 9 + CommentHead.Length)..].Split('"')[0].Split(' ', 5);
-                if (words.Length < 3 || !int.TryParse(words[0], CultureInfo.InvariantCulture, out int root) || !int.TryParse(words[2], CultureInfo.InvariantCulture, out int memcr))
+                var words = text[(at + 9 + CommentHead.Length)..].Split('"')[0].Split(' ', 6);
+                // "ROOT by memcr PID[ into DIR]"
+                if (words.Length < 4 || !int.TryParse(words[0], CultureInfo.InvariantCulture, out int root) || !int.TryParse(words[3], CultureInfo.InvariantCulture, out int memcr))
                     continue;
                 if (Directory.Exists($"/proc/{memcr}"))
                     continue; // its dump or restore is still going on
-                string? dir = words.Length == 5 && words[3] == "into" ? words[4] : null;
+                string? dir = words.Length == 6 && words[4] == "into" ? words[5] : null;
                 bool treeRuns = Directory.Exists($"/proc/{root}");
                 bool finished = dir is not null && FinishedDumpOf(dir, table);
                 if (treeRuns || (dir is not null && !finished))
