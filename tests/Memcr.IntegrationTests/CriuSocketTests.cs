@@ -225,6 +225,25 @@ public sealed class CriuSocketTests
     }
 
     [Fact]
+    public void LeaveRunning_TakesTheConnectionsOutOfRepair_AndRemovesTheLock()
+    {
+        const int Port = 18092;
+        using var server = PythonProgram.Server("criu-tcp-leave", Port);
+        using var curl = Curl.Start($"http://127.0.0.1:{Port}/slow");
+        WaitConnected(Port);
+        var tablesBefore = LockTables.All();
+        string images = Images(server);
+
+        CriuRun.MustDump(server.Pid, images, "--tcp-established", "-R");
+        Assert.Single(Directory.GetFiles(images, "tcp-stream-*.img"));
+        Assert.Equal(tablesBefore, LockTables.All());
+        var (code, answer, errors) = curl.Result(Patience);
+        Assert.True(code == 0, errors);
+        Assert.Equal("Done after checkpoint!", answer);
+        AssertQuick(Port);
+    }
+
+    [Fact]
     public void Restore_WhenThePortIsTaken_FailsCleanly_AndCanBeRetried()
     {
         const int Port = 18087;

@@ -3,6 +3,7 @@
 GET /quick     answers at once: "quick"
 GET /slow      answers after 10 s: "Done after checkpoint!" (as the fixture's webserver.py)
 GET /big       answers 32 MiB: bytes 0..255 repeated, written with one sendall
+GET /ticks     streams a line every 10 ms for 10 minutes
 POST /         reads the body 64 KiB at a time, 50 ms apart, and answers its sha256 in hex
 
 Prints "ready PID" once it listens.
@@ -34,6 +35,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.answer(b"Done after checkpoint!")
         elif self.path == "/big":
             self.answer(bytes(range(256)) * (128 << 10))
+        elif self.path == "/ticks":
+            self.send_response(200)
+            self.end_headers()
+            for n in range(60000):
+                self.wfile.write(f"tick {n}\n".encode())
+                time.sleep(0.01)
         else:
             self.send_error(404)
 
