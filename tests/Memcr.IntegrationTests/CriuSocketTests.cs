@@ -38,9 +38,7 @@ public sealed class CriuSocketTests
         CriuRun.MustRestore(images, "--tcp-established");
 
         Assert.DoesNotContain(table, LockTables.All());
-        var (code, output, errors) = curl.Result(Patience);
-        Assert.True(code == 0, errors);
-        Assert.Equal("Done after checkpoint!", output);
+        AssertAnswer(curl, "Done after checkpoint!");
         Assert.Equal("0", CriuRun.Status(server.Pid, "TracerPid"));
     }
 
@@ -62,9 +60,7 @@ public sealed class CriuSocketTests
         CriuRun.WaitFree(server.Pid);
         CriuRun.MustRestore(images, "--tcp-established");
 
-        var (code, output, errors) = curl.Result(Patience);
-        Assert.True(code == 0, errors);
-        Assert.Equal(Convert.ToHexStringLower(SHA256.HashData(body)), output);
+        AssertAnswer(curl, Convert.ToHexStringLower(SHA256.HashData(body)));
     }
 
     [Fact]
@@ -167,9 +163,7 @@ public sealed class CriuSocketTests
         Assert.Empty(Directory.GetFileSystemEntries(images));
         Assert.Equal("0", CriuRun.Status(server.Pid, "TracerPid"));
 
-        var (curlCode, answer, errors) = curl.Result(Patience);
-        Assert.True(curlCode == 0, errors);
-        Assert.Equal("Done after checkpoint!", answer);
+        AssertAnswer(curl, "Done after checkpoint!");
     }
 
     [Fact]
@@ -177,8 +171,7 @@ public sealed class CriuSocketTests
     {
         const int Port = 18085;
         using var server = PythonProgram.Server("criu-tcp-close", Port);
-        using var curl = Curl.Start($"http://127.0.0.1:{Port}/slow");
-        WaitConnected(Port);
+        using var curl = SlowRequest(Port);
         string images = Images(server);
 
         CriuRun.MustDump(server.Pid, images, "--tcp-close");
@@ -203,8 +196,7 @@ public sealed class CriuSocketTests
     {
         const int Port = 18086;
         using var server = PythonProgram.Server("criu-tcp-full", Port);
-        using var curl = Curl.Start($"http://127.0.0.1:{Port}/slow");
-        WaitConnected(Port);
+        using var curl = SlowRequest(Port);
         Thread.Sleep(500);
         var tablesBefore = LockTables.All();
         using var full = TmpfsMount.Create("size=1m");
@@ -218,9 +210,7 @@ public sealed class CriuSocketTests
         Assert.Equal(tablesBefore, LockTables.All());
         Assert.Equal("0", CriuRun.Status(server.Pid, "TracerPid"));
 
-        var (curlCode, answer, errors) = curl.Result(Patience);
-        Assert.True(curlCode == 0, errors);
-        Assert.Equal("Done after checkpoint!", answer);
+        AssertAnswer(curl, "Done after checkpoint!");
         AssertQuick(Port);
     }
 
@@ -229,17 +219,14 @@ public sealed class CriuSocketTests
     {
         const int Port = 18092;
         using var server = PythonProgram.Server("criu-tcp-leave", Port);
-        using var curl = Curl.Start($"http://127.0.0.1:{Port}/slow");
-        WaitConnected(Port);
+        using var curl = SlowRequest(Port);
         var tablesBefore = LockTables.All();
         string images = Images(server);
 
         CriuRun.MustDump(server.Pid, images, "--tcp-established", "-R");
         Assert.Single(Directory.GetFiles(images, "tcp-stream-*.img"));
         Assert.Equal(tablesBefore, LockTables.All());
-        var (code, answer, errors) = curl.Result(Patience);
-        Assert.True(code == 0, errors);
-        Assert.Equal("Done after checkpoint!", answer);
+        AssertAnswer(curl, "Done after checkpoint!");
         AssertQuick(Port);
     }
 
@@ -273,8 +260,7 @@ public sealed class CriuSocketTests
     {
         const int Port = 18088;
         using var server = PythonProgram.Server("criu-tcp-badopt", Port);
-        using var curl = Curl.Start($"http://127.0.0.1:{Port}/slow");
-        WaitConnected(Port);
+        using var curl = SlowRequest(Port);
         Thread.Sleep(500);
         string images = Images(server);
         CriuRun.MustDump(server.Pid, images, "--tcp-established");
@@ -298,9 +284,7 @@ public sealed class CriuSocketTests
 
         File.WriteAllBytes(stream, good);
         CriuRun.MustRestore(images, "--tcp-established");
-        var (curlCode, answer, errors) = curl.Result(Patience);
-        Assert.True(curlCode == 0, errors);
-        Assert.Equal("Done after checkpoint!", answer);
+        AssertAnswer(curl, "Done after checkpoint!");
     }
 
     [Fact]
@@ -308,8 +292,7 @@ public sealed class CriuSocketTests
     {
         const int Port = 18089;
         using var server = PythonProgram.Server("criu-tcp-nocap", Port);
-        using var curl = Curl.Start($"http://127.0.0.1:{Port}/slow");
-        WaitConnected(Port);
+        using var curl = SlowRequest(Port);
         string images = Images(server);
 
         var (code, output) = Repo.Run("setpriv", "--inh-caps=-net_admin", "--bounding-set=-net_admin", "--", Repo.Memcr,
@@ -320,9 +303,7 @@ public sealed class CriuSocketTests
         Assert.Empty(Directory.GetFileSystemEntries(images));
         Assert.Equal("0", CriuRun.Status(server.Pid, "TracerPid"));
 
-        var (curlCode, answer, errors) = curl.Result(Patience);
-        Assert.True(curlCode == 0, errors);
-        Assert.Equal("Done after checkpoint!", answer);
+        AssertAnswer(curl, "Done after checkpoint!");
     }
 
     [Fact]
@@ -424,8 +405,6 @@ public sealed class CriuSocketTests
     private static void AssertQuick(int port)
     {
         using var curl = Curl.Start($"http://127.0.0.1:{port}/quick");
-        var (code, output, errors) = curl.Result(Patience);
-        Assert.True(code == 0, errors);
-        Assert.Equal("quick", output);
+        AssertAnswer(curl, "quick");
     }
 }
