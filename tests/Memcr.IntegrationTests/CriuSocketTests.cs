@@ -407,4 +407,20 @@ public sealed class CriuSocketTests
         using var curl = Curl.Start($"http://127.0.0.1:{port}/quick");
         AssertAnswer(curl, "quick");
     }
+
+    /// <summary>curl ends well, having printed <paramref name="expected"/>.</summary>
+    private static void AssertAnswer(Curl curl, string expected)
+    {
+        var (code, output, errors) = curl.Result(Patience);
+        Assert.True(code == 0, errors);
+        Assert.Equal(expected, output);
+    }
+
+    /// <summary>A request to /slow, connected: the server's handler sleeps its 10 s.</summary>
+    private static Curl SlowRequest(int port)
+    {
+        var curl = Curl.Start($"http://127.0.0.1:{port}/slow");
+        WaitConnected(port);
+        return curl;
+    }
 }
