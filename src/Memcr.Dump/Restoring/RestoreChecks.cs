@@ -105,7 +105,8 @@ internal static class RestoreChecks
             throw new CriuModeException($"{where} is a socket of family {e.Family}, protocol {e.Proto}: memcr restores TCP and UDP over IPv4 and IPv6; nothing was restored");
         if (!tcp)
             return;
-        string conn = $"{InetSocketInfo.Endpoint(Sockets.InetSocketDumper.Bytes(e.SrcAddr), (int)e.SrcPort)} -> {InetSocketInfo.Endpoint(Sockets.InetSocketDumper.Bytes(e.DstAddr), (int)e.DstPort)}";
+        var (src, dst) = Sockets.InetSocketDumper.Endpoints(e);
+        string conn = $"{src} -> {dst}";
         switch (e.State)
         {
             case InetSocketInfo.Listen or InetSocketInfo.Close:

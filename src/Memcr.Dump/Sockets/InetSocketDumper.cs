@@ -211,4 +211,8 @@ internal sealed class InetSocketDumper(DumpOptions options, CriuLog log) : IDisp
     }
 
     public static byte[] Bytes(IEnumerable<uint> words) => [.. words.SelectMany(BitConverter.GetBytes)];
+
+    /// <summary>"127.0.0.1:18080" and "127.0.0.1:45776": the two ends of a socket entry.</summary>
+    public static (string Source, string Destination) Endpoints(inet_sk_entry e) =>
+        (InetSocketInfo.Endpoint(Bytes(e.SrcAddr), (int)e.SrcPort), InetSocketInfo.Endpoint(Bytes(e.DstAddr), (int)e.DstPort));
 }

@@ -89,7 +89,7 @@ internal sealed class InetSocketRestorer(RestoreOptions options, CriuLog log)
         }
         catch (SyscallException ex) when (ex.Errno == EAddrinuse)
         {
-            throw new CriuModeException($"cannot make {what} again: {InetSocketInfo.Endpoint(InetSocketDumper.Bytes(e.SrcAddr), (int)e.SrcPort)} is in use by another socket ({ex.Message})", ex);
+            throw new CriuModeException($"cannot make {what} again: {InetSocketDumper.Endpoints(e).Source} is in use by another socket ({ex.Message})", ex);
         }
         catch (SyscallException ex) when (ex.Errno == Errno.EPERM)
         {
@@ -148,8 +148,7 @@ internal sealed class InetSocketRestorer(RestoreOptions options, CriuLog log)
     private static string Describe(inet_sk_entry e)
     {
         string proto = e.Proto == InetDiag.Tcp ? "TCP" : "UDP";
-        string src = InetSocketInfo.Endpoint(InetSocketDumper.Bytes(e.SrcAddr), (int)e.SrcPort);
-        string dst = InetSocketInfo.Endpoint(InetSocketDumper.Bytes(e.DstAddr), (int)e.DstPort);
+        var (src, dst) = InetSocketDumper.Endpoints(e);
         string where = e.State switch
         {
             InetSocketInfo.Listen => $"listening on {src}",

@@ -9,15 +9,6 @@ public static partial class SocketCalls
     public const int SolSocket = 1;
     public const int SoReuseaddr = 2, SoSndbuf = 7, SoRcvbuf = 8, SoPasscred = 16, SoRcvtimeo = 20, SoSndtimeo = 21, SoReuseport = 15;
 
-    public static unsafe int GetInt(SafeHandle fd, int level, int name)
-    {
-        int value = 0;
-        uint len = 4;
-        if (getsockopt((int)fd.DangerousGetHandle(), level, name, &value, &len) < 0)
-            throw Errno.Error("getsockopt", $"option {level}/{name}");
-        return value;
-    }
-
     public static unsafe void SetInt(SafeHandle fd, int level, int name, int value, string what)
     {
         if (setsockopt((int)fd.DangerousGetHandle(), level, name, &value, 4) < 0)
