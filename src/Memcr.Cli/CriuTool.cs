@@ -13,8 +13,8 @@ namespace Memcr.Cli;
 internal static class CriuTool
 {
     public const string Usage = """
-        memcr dump -t PID -D DIR [-j] [-R] [-l] [--tcp-established|--tcp-close] [--network-lock M] [-v[N]] [-o LOG]
-        memcr restore -D DIR [-j] [-d] [-l] [--pidfile FILE] [--tcp-established|--tcp-close] [-v[N]] [-o LOG]
+        memcr dump -t PID -D DIR [-j] [-R] [-l] [--tcp-established|--tcp-close] [--network-lock M] [-x] [-v[N]] [-o LOG]
+        memcr restore -D DIR [-j] [-d] [-l] [--pidfile FILE] [--tcp-established|--tcp-close] [-x] [-v[N]] [-o LOG]
         memcr check
           -t --tree PID            the root of the process tree to dump
           -D --images-dir DIR      the directory of the images (CRIU's format)
@@ -35,6 +35,8 @@ internal static class CriuTool
              --network-lock M      nftables (default): packets of the dumped connections are
                                    dropped from the dump until the restore, so that the peer
                                    is never reset; skip: no lock (the peer may see a reset)
+          -x --ext-unix-sk         allow UNIX datagram sockets connected to a named socket
+                                   outside the tree (restore connects them to that name again)
           -v[N] --verbosity[=N]    log level 0..4 (default 2); -v alone is 4
           -o --log-file FILE       log into FILE (relative to the images directory)
         """;
@@ -54,6 +56,7 @@ internal static class CriuTool
         new('v', "verbosity", ArgumentKind.Optional),
         new('o', "log-file", ArgumentKind.Required),
         new('\0', "network-lock", ArgumentKind.Required),
+        new('x', "ext-unix-sk", ArgumentKind.None),
     ];
 
     public static int Run(string verb, string[] args, string name = "memcr")
@@ -125,6 +128,7 @@ internal static class CriuTool
                         TcpClose = Flag("tcp-close"),
                         NetworkLock = lockMethod,
                         FileLocks = Flag("file-locks"),
+                        ExtUnixSk = Flag("ext-unix-sk"),
                     }, log);
                     log.Info($"dump of pid {pid} done: {result.Processes} process(es), frozen {result.Frozen.TotalMilliseconds:F1} ms");
                     return 0;
@@ -138,6 +142,7 @@ internal static class CriuTool
                         TcpEstablished = Flag("tcp-established"),
                         TcpClose = Flag("tcp-close"),
                         FileLocks = Flag("file-locks"),
+                        ExtUnixSk = Flag("ext-unix-sk"),
                         HelperPath = Environment.ProcessPath,
                     }, log);
                 default:

@@ -26,6 +26,9 @@ public sealed record DumpOptions
 
     /// <summary>-l: dump file locks (without it a process holding one is refused, as by CRIU).</summary>
     public bool FileLocks { get; init; }
+
+    /// <summary>-x: a UNIX datagram socket connected to a named socket outside the tree may be dumped (it connects to that name again at restore).</summary>
+    public bool ExtUnixSk { get; init; }
 }
 
 /// <summary>What `memcr restore` was asked for.</summary>
@@ -51,6 +54,9 @@ public sealed record RestoreOptions
 
     /// <summary>-l: take the dumped file locks again (without it they are left out, as by CRIU).</summary>
     public bool FileLocks { get; init; }
+
+    /// <summary>-x: UNIX sockets connected outside the tree are connected to their peer's name again (a dump holding one needs it).</summary>
+    public bool ExtUnixSk { get; init; }
 
     /// <summary>The memcr binary, started as the helper whose clone3 makes the root process.</summary>
     public string? HelperPath { get; init; }

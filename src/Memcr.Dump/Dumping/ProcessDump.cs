@@ -42,7 +42,7 @@ internal sealed class ProcessDump(Tracer tracer, int parent, int index)
 
     public long PagesScanned { get; private set; }
 
-    public void Collect(FileTable files, Sockets.InetSocketDumper sockets, DumpOptions options, CriuLog log)
+    public void Collect(FileTable files, Sockets.InetSocketDumper sockets, Sockets.UnixSocketDumper unix, DumpOptions options, CriuLog log)
     {
         int pid = Pid;
         var stat = ProcStat.Read(pid);
@@ -57,7 +57,7 @@ internal sealed class ProcessDump(Tracer tracer, int parent, int index)
         // /proc and ptrace first: nothing in the process has changed yet.
         var smaps = ProcFs.ReadSmaps(pid);
         using (var pidfd = ProcessCalls.PidfdOpen(pid))
-            Fds = new FdDumper(files, sockets, options, log).Dump(pid, pidfd);
+            Fds = new FdDumper(files, sockets, unix, options, log).Dump(pid, pidfd);
         var vmas = MemoryDumper.Layout(pid, smaps, files);
         (Segments, Pagemap, PagesScanned) = MemoryDumper.Pages(pid, vmas);
         uint exe = files.PathEntry(Link(pid, "exe"), FileCalls.Stat($"/proc/{pid}/exe"), () => FdDumper.OpenForReading($"/proc/{pid}/exe"));

@@ -63,9 +63,10 @@ public static class TreeDumper
         var frozenAt = clock.Elapsed;
         var written = new List<string>();
         using var sockets = new Sockets.InetSocketDumper(options, log);
+        using var unix = new Sockets.UnixSocketDumper(options);
         try
         {
-            var result = DumpFrozen(tree, sockets, options, log, written, frozenAt, clock);
+            var result = DumpFrozen(tree, sockets, unix, options, log, written, frozenAt, clock);
             if (options.LeaveRunning)
             {
                 sockets.Resume();
@@ -103,12 +104,13 @@ public static class TreeDumper
         }
     }
 
-    private static DumpResult DumpFrozen(TreeTracer tree, Sockets.InetSocketDumper sockets, DumpOptions options, CriuLog log, List<string> written, TimeSpan frozenAt, Stopwatch clock)
+    private static DumpResult DumpFrozen(TreeTracer tree, Sockets.InetSocketDumper sockets, Sockets.UnixSocketDumper unix, DumpOptions options, CriuLog log, List<string> written, TimeSpan frozenAt, Stopwatch clock)
     {
         var files = new FileTable();
         var processes = tree.Processes.Select((p, i) => new ProcessDump(p, tree.ParentOf(p.Pid), i)).ToList();
         foreach (var p in processes)
-            p.Collect(files, sockets, options, log);
+            p.Collect(files, sockets, unix, options, log);
+        files.Entries.AddRange(unix.CheckPeers(files.NewId));
         string runId = Guid.NewGuid().ToString();
         var streams = sockets.LockAndSave(runId, options.Pid);
         log.Info($"collected the state of {processes.Count} process(es) in {clock.Elapsed.TotalMilliseconds - frozenAt.TotalMilliseconds:F1} ms");
@@ -166,6 +168,12 @@ public static class TreeDumper
                 using (file)
                     SharedMemory.Dump(inode, file, ++pagesId, Path);
             }
+        }
+        if (unix.Queues.Count > 0)
+        {
+            using var w = CriuImageWriter.Create(Path(ImageKinds.SkQueues.FileName), ImageKinds.SkQueues);
+            foreach (var (entry, data) in unix.Queues)
+                w.Write(entry, data);
         }
         foreach (var (inode, entry, queues) in streams)
         {

@@ -13,14 +13,12 @@ namespace Memcr.Dump.Files;
 /// eventfd, epoll, signalfd, timerfd and inotify. Anything else is refused, naming the pid, fd and kind,
 /// before the process is changed in any way.
 /// </summary>
-internal sealed class FdDumper(FileTable files, Sockets.InetSocketDumper sockets, DumpOptions options, CriuLog log)
+internal sealed class FdDumper(FileTable files, Sockets.InetSocketDumper sockets, Sockets.UnixSocketDumper unix, DumpOptions options, CriuLog log)
 {
-    private const int OCloexec = 0x80000;
+    private const int OCloexec = 0x80000, ONonblock = 0x800;
 
     /// <summary>Devices restored by opening their path again: they keep no state of their own.</summary>
     private static readonly HashSet<(uint, uint)> PlainDevices = [(1, 3), (1, 5), (1, 7), (1, 8), (1, 9)];
-
-    private Dictionary<uint, UnixSocketInfo>? _unix;
 
     public List<fdinfo_entry> Dump(int pid, SafeFileHandle pidfd)
     {
@@ -32,11 +30,12 @@ internal sealed class FdDumper(FileTable files, Sockets.InetSocketDumper sockets
             var st = FileCalls.Stat(fdPath);
             uint fdFlags = (info.Flags & OCloexec) != 0 ? 1u : 0u;
             uint flags = (uint)(info.Flags & ~OCloexec);
-            var type = KindOf(pid, fd, link, st);
-            var locks = FileLocks.Held(pid, fd, info, $"fd {fd} of pid {pid} ({link})");
+            string where = $"fd {fd} of pid {pid} ({link})";
+            var type = KindOf(where, pid, link, st);
+            var locks = FileLocks.Held(pid, fd, info, where);
             if (locks.Count > 0 && !options.FileLocks)
-                throw new CriuModeException($"fd {fd} of pid {pid} ({link}) holds {FileLocks.Describe(locks[0])}: dump file locks with --file-locks (-l), as with CRIU; pid {pid} was left running untouched");
-            uint id = files.SharedDescription(pid, fd, st) ?? Describe(pid, fd, link, st, info, flags, type, pidfd);
+                throw new CriuModeException($"{where} holds {FileLocks.Describe(locks[0])}: dump file locks with --file-locks (-l), as with CRIU; pid {pid} was left running untouched");
+            uint id = files.SharedDescription(pid, fd, st) ?? Describe(pid, fd, where, link, st, info, flags, type, pidfd);
             files.Remember(pid, fd, st, id);
             foreach (var l in locks)
                 files.AddLock(id, l);
@@ -46,20 +45,36 @@ internal sealed class FdDumper(FileTable files, Sockets.InetSocketDumper sockets
         return entries;
     }
 
-    private fd_types KindOf(int pid, int fd, string link, FileStatus st)
+    /// <summary>
+    /// A descriptor passed in a message queued on a socket of pid <paramref name="owner"/>, which
+    /// arrived in memcr when the message was peeked: a file of the dump like any other (the same
+    /// file entry when a process has the same description).
+    /// </summary>
+    private uint DescribePassed(int fd, string where, int owner)
     {
-        string where = $"fd {fd} of pid {pid} ({link})";
+        int self = Environment.ProcessId;
+        string proc = $"/proc/self/fd/{fd}";
+        string link = new FileInfo(proc).LinkTarget ?? "";
+        var st = FileCalls.Stat(proc);
+        var info = ProcFds.Info(self, fd);
+        where = $"{where} ({link})";
+        var type = KindOf(where, owner, link, st);
+        uint id = files.SharedDescription(self, fd, st) ?? Describe(self, fd, where, link, st, info, (uint)(info.Flags & ~OCloexec), type, null, owner);
+        files.Remember(self, fd, st, id);
+        log.Debug($"{where}: {type} (file {id})");
+        return id;
+    }
+
+    private fd_types KindOf(string where, int pid, string link, FileStatus st)
+    {
         if (link.StartsWith("pipe:", StringComparison.Ordinal))
             return fd_types.Pipe;
         if (link.StartsWith("socket:", StringComparison.Ordinal))
         {
-            _unix ??= UnixDiag.All();
-            if (_unix.TryGetValue((uint)st.Inode, out var unix))
+            if (unix.Find((uint)st.Inode) is { } u)
             {
-                if (unix.State == 10 && unix.Name.Length > 0 && unix.Name[0] == '/' && unix.PendingConnections.Length == 0)
-                    return fd_types.Unixsk;
-                string kind = $"a UNIX {(unix.Type == 2 ? "datagram" : "stream")} socket{(unix.State == 10 ? " with connections waiting" : unix.Name.Length == 0 ? "" : $" ({System.Text.Encoding.UTF8.GetString(unix.Name).Replace("\0", "@", StringComparison.Ordinal)})")}";
-                throw new CriuModeException($"{where} is {kind}: UNIX sockets other than listening sockets bound to a path are not supported yet; pid {pid} was left running untouched");
+                Sockets.UnixSocketDumper.Check(u, where, pid);
+                return fd_types.Unixsk;
             }
             if (sockets.Find((uint)st.Inode) is { } inet)
             {
@@ -108,10 +123,17 @@ internal sealed class FdDumper(FileTable files, Sockets.InetSocketDumper sockets
     /// <summary>Pseudo-terminals (major 136..143) and virtual consoles (major 4).</summary>
     private static bool IsTerminal(FileStatus st) => st.RdevMajor is >= 136 and <= 143 || (st.RdevMajor == 4 && st.RdevMinor < 64);
 
-    private uint Describe(int pid, int fd, string link, FileStatus st, FdInfo info, uint flags, fd_types type, SafeFileHandle pidfd)
+    /// <summary>
+    /// The file entry of fd <paramref name="fd"/> of <paramref name="pid"/>, taken with
+    /// <paramref name="pidfd"/> (or, with none, memcr's own descriptor: a passed one, whose
+    /// socket belongs to <paramref name="owner"/>).
+    /// </summary>
+    private uint Describe(int pid, int fd, string where, string link, FileStatus st, FdInfo info, uint flags, fd_types type, SafeFileHandle? pidfd, int owner = 0)
     {
         uint id = files.NewId();
-        using var file = ProcessCalls.TakeFd(pidfd, pid, fd);
+        using var file = pidfd is null ? FileCalls.Dup(fd, where) : ProcessCalls.TakeFd(pidfd, pid, fd);
+        if (owner == 0)
+            owner = pid;
         var fown = Fown(file);
         var entry = new file_entry { Type = type, Id = id };
         switch (type)
@@ -121,7 +143,7 @@ internal sealed class FdDumper(FileTable files, Sockets.InetSocketDumper sockets
                 break;
             case fd_types.Pipe:
                 entry.Pipe = new pipe_entry { Id = id, PipeId = (uint)st.Inode, Flags = flags, Fown = fown };
-                Contents(file, (uint)st.Inode, $"{link} (fd {fd} of pid {pid})", files.PipeData);
+                Contents(file, (uint)st.Inode, where, files.PipeData);
                 break;
             case fd_types.Tty:
                 entry.Tty = Terminal(pid, fd, link, st, file, flags, fown, id);
@@ -130,7 +152,7 @@ internal sealed class FdDumper(FileTable files, Sockets.InetSocketDumper sockets
                 uint regf = files.NewId();
                 files.Entries.Add(new file_entry { Type = fd_types.Reg, Id = regf, Reg = FileTable.RegEntry(regf, link, st, flags, 0, FileTable.NoOwner(), null) });
                 entry.Fifo = new fifo_entry { Id = id, PipeId = (uint)st.Inode, RegfId = regf };
-                Contents(file, (uint)st.Inode, $"{link} (fd {fd} of pid {pid})", files.FifoData);
+                Contents(file, (uint)st.Inode, where, files.FifoData);
                 break;
             case fd_types.Memfd:
                 string name = link["/memfd:".Length..].Replace(" (deleted)", "", StringComparison.Ordinal);
@@ -138,10 +160,10 @@ internal sealed class FdDumper(FileTable files, Sockets.InetSocketDumper sockets
                 entry.Memfd = new memfd_file_entry { Id = id, Flags = flags, Pos = (ulong)Math.Max(0, info.Pos), Fown = fown, InodeId = inode };
                 break;
             case fd_types.Unixsk:
-                entry.Usk = UnixSocket(id, flags, fown, _unix![(uint)st.Inode], file);
+                entry.Usk = unix.Describe(id, flags, fown, unix.Find((uint)st.Inode)!, file, where, owner, (passed, what) => DescribePassed(passed, what, owner));
                 break;
             case fd_types.Inetsk:
-                entry.Isk = sockets.Describe(id, flags, fown, sockets.Find((uint)st.Inode)!, file, $"fd {fd} of pid {pid} ({link})");
+                entry.Isk = sockets.Describe(id, flags, fown, sockets.Find((uint)st.Inode)!, file, where);
                 break;
             case fd_types.Eventfd:
                 entry.Efd = new eventfd_file_entry { Id = id, Flags = flags, Fown = fown, Counter = Hex(info.Value("eventfd-count")) };
@@ -189,6 +211,9 @@ internal sealed class FdDumper(FileTable files, Sockets.InetSocketDumper sockets
     {
         if (files.PipeSeen(pipeId))
             return;
+        // tee(2) reads: a write end is opened again for reading (a new description of the same pipe).
+        using var readable = (FileCalls.StatusFlags(pipe) & 3) == 1 ? FileCalls.Open($"/proc/self/fd/{pipe.DangerousGetHandle()}", ONonblock) : null;
+        pipe = readable ?? pipe;
         int size = FileCalls.PipeSize(pipe);
         int queued = FileCalls.Available(pipe, what);
         if (queued == 0)
@@ -257,33 +282,6 @@ internal sealed class FdDumper(FileTable files, Sockets.InetSocketDumper sockets
         var e = new termios_entry { CIflag = t.IFlag, COflag = t.OFlag, CCflag = t.CFlag, CLflag = t.LFlag, CLine = t.Line, CIspeed = 0, COspeed = 0 };
         for (int w = 0; w < 19; w++)
             e.CCc.Add(w < 8 ? (uint)(t.Cc[4 * w] | (t.Cc[4 * w + 1] << 8) | (t.Cc[4 * w + 2] << 16) | (t.Cc[4 * w + 3] << 24)) : 0);
-        return e;
-    }
-
-    /// <summary>A listening UNIX socket bound to a path: its name, backlog, options and the permissions of its file.</summary>
-    private static unix_sk_entry UnixSocket(uint id, uint flags, fown_entry fown, UnixSocketInfo u, SafeFileHandle sock)
-    {
-        var opts = Sockets.SocketOptions.Dump(sock, 1, $"UNIX socket {u.Inode}");
-        var e = new unix_sk_entry
-        {
-            Id = id, Ino = u.Inode, Type = (uint)u.Type, State = (uint)u.State, Flags = flags, Uflags = 0, Backlog = u.SendQueue, Peer = u.Peer,
-            Fown = fown, Opts = opts,
-        };
-        // The name as sock_diag gives it, terminating NUL and all, as CRIU keeps it.
-        e.Name = Google.Protobuf.ByteString.CopyFrom(u.Name);
-        string path = System.Text.Encoding.UTF8.GetString(u.Name).TrimEnd('\0');
-        if (File.Exists(path) || Directory.Exists(Path.GetDirectoryName(path)))
-        {
-            try
-            {
-                var st = FileCalls.Stat(path, follow: false);
-                e.FilePerms = new file_perms_entry { Mode = st.Mode, Uid = st.Uid, Gid = st.Gid };
-            }
-            catch (Linux.SyscallException)
-            {
-                e.Deleted = true; // the socket's file was removed: it stays reachable by no one
-            }
-        }
         return e;
     }
 

@@ -79,6 +79,9 @@ internal sealed class DumpImages
     /// <summary>memfd.img: memfd inodes (and shared anonymous memory) by inode id.</summary>
     public Dictionary<uint, memfd_inode_entry> MemfdInodes { get; }
 
+    /// <summary>sk-queues.img: the messages queued on UNIX sockets (by the socket's file id), in queue order.</summary>
+    public List<(sk_packet_entry Entry, byte[] Data)> SkQueues { get; } = [];
+
     /// <summary>filelocks.img: the locks each process takes again once its descriptors are in place.</summary>
     public List<file_lock_entry> Locks { get; } = [];
 
@@ -160,6 +163,12 @@ internal sealed class DumpImages
             {
                 foreach (var m in d.All<memfd_inode_entry>(ImageKinds.MemfdInode))
                     images.MemfdInodes[(uint)m.InodeId] = m;
+            }
+            if (d.Has(ImageKinds.SkQueues))
+            {
+                using var r = CriuImageReader.Open(d.FileOf(ImageKinds.SkQueues), ImageKinds.SkQueues);
+                foreach (var e in r.ReadAllRaw())
+                    images.SkQueues.Add(((sk_packet_entry)e.Message, e.Extra));
             }
             if (d.Has(ImageKinds.FileLocks))
                 images.Locks.AddRange(d.All<file_lock_entry>(ImageKinds.FileLocks));

@@ -74,8 +74,7 @@ internal static class RestoreChecks
                         }
                         break;
                     case fd_types.Unixsk:
-                        if (f.Usk.State != 10 || f.Usk.Name.Length == 0 || f.Usk.Name[0] != '/')
-                            throw new CriuModeException($"fd {fd.Fd} of pid {p.Pid} is a UNIX socket that is not listening on a path, which memcr cannot restore yet; nothing was restored");
+                        Sockets.UnixSocketRestorer.Check(images, f.Usk, $"fd {fd.Fd} of pid {p.Pid}", options);
                         break;
                     case fd_types.Inetsk:
                         CheckInet(images, f.Isk, $"fd {fd.Fd} of pid {p.Pid}", options);

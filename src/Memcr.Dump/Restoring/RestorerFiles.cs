@@ -24,6 +24,9 @@ internal sealed class RestorerFiles : IDisposable
     /// <summary>The TCP and UDP sockets; established connections wait in repair mode for the processes to be ready.</summary>
     public required Sockets.InetSocketRestorer Sockets { get; init; }
 
+    /// <summary>The UNIX sockets: pairs, names, queues and connections.</summary>
+    public required Sockets.UnixSocketRestorer Unix { get; init; }
+
     /// <summary>memcr's terminal, when a shell job gets it.</summary>
     public SafeFileHandle? Terminal { get; private set; }
 
@@ -37,12 +40,13 @@ internal sealed class RestorerFiles : IDisposable
 
     public static RestorerFiles Open(DumpImages images, RestoreOptions options, CriuLog log)
     {
-        var set = new RestorerFiles { Sockets = new Sockets.InetSocketRestorer(options, log) };
+        var set = new RestorerFiles { Sockets = new Sockets.InetSocketRestorer(options, log), Unix = new Sockets.UnixSocketRestorer(images, log) };
         try
         {
-            // Descriptors' files, and the memfd entries that memfd mappings name.
+            // Descriptors' files, the memfd entries that memfd mappings name, and descriptors passed in UNIX sockets' queues.
             var ids = images.Processes.SelectMany(p => p.Fds).Select(f => f.Id)
                 .Concat(images.Processes.SelectMany(p => p.Mm.Vmas).Where(v => (v.Status & Dumping.MemoryDumper.Memfd) != 0).Select(v => (uint)v.Shmid))
+                .Concat(images.SkQueues.SelectMany(q => q.Entry.Scm).SelectMany(s => s.Rights))
                 .Distinct().Order().ToList();
             var pipeEnds = new Dictionary<(uint PipeId, bool Write), SafeFileHandle>();
             foreach (uint id in ids)
@@ -60,7 +64,7 @@ internal sealed class RestorerFiles : IDisposable
                     fd_types.Eventpoll => FileCalls.EpollCreate(),
                     fd_types.Fifo => set.Fifo(images, f.Fifo),
                     fd_types.Memfd => set.Memfd(images, id, f.Memfd),
-                    fd_types.Unixsk => UnixListener(f.Usk),
+                    fd_types.Unixsk => set.Unix.Open(f.Usk),
                     fd_types.Inetsk => set.Sockets.Open(images, f.Isk),
                     fd_types.Inotify => Files.Inotify.Restore(f.Ify),
                     _ => throw new CriuModeException($"file {id} is a {f.Type.OriginalName()} file, which memcr cannot restore yet"),
@@ -68,6 +72,7 @@ internal sealed class RestorerFiles : IDisposable
                 log.Debug($"file {id}: {f.Type.OriginalName()} ready");
             }
             set._pipeEnds.AddRange(pipeEnds.Values);
+            set.Unix.Finish(id => set[id]);
             return set;
         }
         catch
@@ -181,25 +186,6 @@ internal sealed class RestorerFiles : IDisposable
         return fd;
     }
 
-    /// <summary>A listening UNIX socket bound to its path again (a stale socket file left there is replaced).</summary>
-    private static SafeFileHandle UnixListener(unix_sk_entry u)
-    {
-        // CRIU keeps the name as sock_diag gives it, with its terminating NUL.
-        string path = System.Text.Encoding.UTF8.GetString(u.Name.Span).TrimEnd('\0');
-        if (File.Exists(path) && FileCalls.Stat(path, follow: false).IsSocket)
-            FileCalls.Unlink(path);
-        var sock = SocketCalls.ListenUnix((int)u.Type, path, (int)Math.Max(1, u.Backlog));
-        if (u.FilePerms is { } perms)
-        {
-            File.SetUnixFileMode(path, (UnixFileMode)(perms.Mode & 0xfff));
-            Linux.FileOps.ChangeOwner(path, (int)perms.Uid, (int)perms.Gid);
-        }
-        if (u.Opts is { } o)
-            Memcr.Dump.Sockets.SocketOptions.Restore(sock, o, path);
-        FileCalls.SetStatusFlags(sock, (int)u.Flags & ONonblock | 2, path);
-        return sock;
-    }
-
     /// <summary>Seals go on last: a sealed memfd could not be written or reopened for writing.</summary>
     public void SealMemfds()
     {
@@ -229,5 +215,6 @@ internal sealed class RestorerFiles : IDisposable
         foreach (var f in _files.Values.Concat(_pipeEnds).Concat(_fifoKeepers.Values).Concat(_memfds.Values))
             f.Dispose();
         Terminal?.Dispose();
+        Unix.Dispose();
     }
 }
