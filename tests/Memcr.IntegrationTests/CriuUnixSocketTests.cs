@@ -102,7 +102,7 @@ public sealed class CriuUnixSocketTests
     {
         string dir = Repo.NewScratchDir("criu-unix-ext");
         string path = Path.Combine(dir, "log.sock");
-        using var log = new Socket(AddressFamily.Unix, SocketType.Dgram, ProtocolType.Unspecified);
+        var log = new Socket(AddressFamily.Unix, SocketType.Dgram, ProtocolType.Unspecified);
         log.Bind(new UnixDomainSocketEndPoint(path));
         log.ReceiveTimeout = 30000;
         using var t = new Target("criu-unix-extd", "ext-dgram", path);
@@ -120,9 +120,20 @@ public sealed class CriuUnixSocketTests
         Assert.Contains($"is connected to {path}, outside the dumped tree: restore it with --ext-unix-sk (-x), as with CRIU; nothing was restored", output);
         Assert.False(Directory.Exists($"/proc/{t.Pid}"), "a refused restore left the process");
 
+        // The socket outside is gone: the restore says so and leaves nothing; once it is back, the restore succeeds.
+        log.Dispose();
+        File.Delete(path);
+        (code, output) = CriuRun.Restore(t.Images, "-x");
+        Assert.NotEqual(0, code);
+        Assert.Matches($@"cannot connect to {path}, a socket outside the restored tree, again: connect on UNIX datagram socket \d+: no such file or directory", output);
+        Assert.False(Directory.Exists($"/proc/{t.Pid}"), "a failed restore left the process");
+
+        using var back = new Socket(AddressFamily.Unix, SocketType.Dgram, ProtocolType.Unspecified);
+        back.Bind(new UnixDomainSocketEndPoint(path));
+        back.ReceiveTimeout = 30000;
         CriuRun.MustRestore(t.Images, "-x");
         t.Check();
-        Assert.Equal("after", Receive(log));
+        Assert.Equal("after", Receive(back));
     }
 
     [Fact]
@@ -144,6 +155,22 @@ public sealed class CriuUnixSocketTests
         t.Check();
         conn.ReceiveTimeout = 30000;
         Assert.Equal("beforeafter", Receive(conn, 11));
+    }
+
+    [Theory]
+    [InlineData("pending", @"is a UNIX stream socket listening on @memcr-test-\d+-pending with 1 connection\(s\) not accepted yet, which memcr cannot dump")]
+    [InlineData("passcred", @"has a queued message carrying control data of type 2 \(credentials or a security label, as SO_PASSCRED asks\), which CRIU's images cannot hold")]
+    public void Dump_OfASocketCriuCannotHold_IsRefused_AndTheProgramCarriesOn(string mode, string why)
+    {
+        using var t = new Target("criu-unix-" + mode, mode);
+
+        var (code, output) = CriuRun.Dump(t.Pid, t.Images);
+
+        Assert.NotEqual(0, code);
+        Assert.Matches($@"fd \d+ of pid {t.Pid} \(socket:\[\d+\]\) {why}", output);
+        Assert.Contains("left running untouched", output);
+        Assert.Empty(Directory.GetFiles(t.Images));
+        t.Check();
     }
 
     private static string Receive(Socket s, int want = 0)

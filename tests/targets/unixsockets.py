@@ -6,6 +6,8 @@
                                  flight, a half-closed pair and a shut-down one
   unixsockets.py ext-dgram PATH  a datagram socket connected to PATH (a socket outside the tree)
   unixsockets.py ext-stream PATH a stream connection to PATH
+  unixsockets.py pending         a listener with a connection it has not accepted yet
+  unixsockets.py passcred        a message queued on a socket with SO_PASSCRED (its credentials)
 
 Everything is set up, "ready CHILD" is printed, and the program waits for a file named "go" in
 its directory. Then it checks that every socket still holds what it held, prints "ok NAME" or
@@ -193,8 +195,34 @@ def ext(kind, path):
     say("all-ok")
 
 
+def pending():
+    lst = socket.socket(U, STREAM)
+    lst.bind(ABSTRACT + b"-pending")
+    lst.listen(4)
+    cli = socket.socket(U, STREAM)
+    cli.connect(ABSTRACT + b"-pending")
+    cli.send(b"waiting")
+    say("ready 0")
+    wait_go()
+    conn, _ = lst.accept()
+    check("pending-accepted", conn.recv(100), b"waiting")
+    say("all-ok" if not failed else "failed:")
+
+
+def passcred():
+    a, b = socket.socketpair(U, DGRAM)
+    b.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+    a.send(b"with-credentials")
+    say("ready 0")
+    wait_go()
+    check("passcred-message", b.recv(100), b"with-credentials")
+    say("all-ok" if not failed else "failed:")
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "tree":
         tree()
+    elif sys.argv[1] in ("pending", "passcred"):
+        globals()[sys.argv[1]]()
     else:
         ext(sys.argv[1], sys.argv[2])
