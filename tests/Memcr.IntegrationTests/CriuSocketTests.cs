@@ -364,6 +364,31 @@ public sealed class CriuSocketTests
         Assert.DoesNotContain(stale, LockTables.All());
     }
 
+    [Fact]
+    public void Restore_OfAConnectionWhosePeerIsGone_SaysSo_AndTheServerCarriesOn()
+    {
+        const int Port = 18093;
+        using var server = PythonProgram.Server("criu-peer-gone", Port);
+        using (var client = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp))
+        {
+            client.Connect(IPAddress.Loopback, Port);
+            client.Send("GET /slow HTTP/1.0\r\n\r\n"u8);
+            WaitConnected(Port);
+            string dumped = Images(server);
+            CriuRun.MustDump(server.Pid, dumped, "--tcp-established");
+            // The client gives up with a reset, which the lock drops: its socket is gone.
+            client.LingerState = new LingerOption(true, 0);
+        }
+        string images = Images(server);
+        CriuRun.WaitFree(server.Pid);
+
+        var (code, output) = CriuRun.Restore(images, "--tcp-established");
+
+        Assert.True(code == 0, output);
+        Assert.Matches($@"TCP socket \d+ \(127\.0\.0\.1:{Port} -> 127\.0\.0\.1:\d+\): its peer 127\.0\.0\.1:\d+ is on this machine and no socket of it has the connection any more", output);
+        AssertQuick(Port);
+    }
+
     private static string Images(PythonProgram p) => Directory.CreateDirectory(Path.Combine(p.Dir, "images")).FullName;
 
     /// <summary>Waits for the one established connection of the port's side and returns it.</summary>

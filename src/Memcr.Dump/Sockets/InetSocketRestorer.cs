@@ -18,6 +18,7 @@ internal sealed class InetSocketRestorer(RestoreOptions options, CriuLog log)
     private const int ONonblock = 0x800, ORdwr = 2, ENotconn = 107, EAddrinuse = 98;
 
     private readonly List<(SafeFileHandle Socket, TcpConnectionState State, bool ReuseAddr, string What)> _repaired = [];
+    private HashSet<string>? _liveConnections;
 
     public int Connections => _repaired.Count;
 
@@ -44,6 +45,11 @@ internal sealed class InetSocketRestorer(RestoreOptions options, CriuLog log)
             else if (connection)
             {
                 var state = images.TcpStream(e.Ino);
+                if (PeerGone(images, e))
+                {
+                    log.Warn($"{what}: its peer {InetSocketDumper.Endpoints(e).Destination} is on this machine and no socket of it has the connection any more: " +
+                        "it is made again, and the process will see it reset, as a peer lost on the network");
+                }
                 TcpRepair.On(sock, what);
                 Bind(() => TcpRepair.Restore(sock, state, local, peer, what), e, what);
                 _repaired.Add((sock, state, e.Opts.Reuseaddr, what));
@@ -79,6 +85,37 @@ internal sealed class InetSocketRestorer(RestoreOptions options, CriuLog log)
             sock.Dispose();
             throw;
         }
+    }
+
+    /// <summary>
+    /// Whether the peer of connection <paramref name="e"/> is on this machine (its address can be
+    /// bound here) and neither a socket of it nor the dump has the other end any more: the
+    /// restored connection would only be reset.
+    /// </summary>
+    private bool PeerGone(DumpImages images, inet_sk_entry e)
+    {
+        var (src, dst) = InetSocketDumper.Endpoints(e);
+        string reversed = $"{dst} {src}";
+        if (images.Files.Values.Any(f => f.Type == fd_types.Inetsk && f.Isk.Proto == InetDiag.Tcp && Key(f.Isk) == reversed))
+            return false;
+        try
+        {
+            using var probe = SocketCalls.Create((int)e.Family, 2, 0, "a probe of the peer's address");
+            SocketCalls.Bind(probe, SocketCalls.Address((int)e.Family, InetSocketDumper.Bytes(e.DstAddr), 0), "a probe of the peer's address");
+        }
+        catch (SyscallException)
+        {
+            return false; // not an address of this machine: the peer is elsewhere, and cannot be seen from here
+        }
+        _liveConnections ??= [.. InetDiag.All().Values.Where(c => c.Protocol == InetDiag.Tcp && c.DestinationPort != 0)
+            .Select(c => $"{InetSocketInfo.Endpoint(c.Source, c.SourcePort)} {InetSocketInfo.Endpoint(c.Destination, c.DestinationPort)}")];
+        return !_liveConnections.Contains(reversed);
+    }
+
+    private static string Key(inet_sk_entry e)
+    {
+        var (src, dst) = InetSocketDumper.Endpoints(e);
+        return $"{src} {dst}";
     }
 
     private static void Bind(Action bind, inet_sk_entry e, string what)
