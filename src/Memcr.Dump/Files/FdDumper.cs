@@ -10,8 +10,9 @@ namespace Memcr.Dump.Files;
 /// One process's descriptors as fdinfo entries, each pointing at its file in the
 /// <see cref="FileTable"/>: regular files and directories, character devices that are opened by
 /// name (/dev/null and the like), pipes with their unread bytes, the terminal of a shell job,
-/// eventfd, epoll, signalfd, timerfd and inotify. Anything else is refused, naming the pid, fd and kind,
-/// before the process is changed in any way.
+/// eventfd, epoll, signalfd, timerfd, inotify, memfds, UNIX, TCP and UDP sockets, and the
+/// descriptors passed in messages queued on UNIX sockets. Anything else is refused, naming the pid,
+/// fd and kind, before the process is changed in any way.
 /// </summary>
 internal sealed class FdDumper(FileTable files, Sockets.InetSocketDumper sockets, Sockets.UnixSocketDumper unix, DumpOptions options, CriuLog log)
 {

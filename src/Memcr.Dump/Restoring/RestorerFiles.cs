@@ -7,7 +7,7 @@ namespace Memcr.Dump.Restoring;
 /// <summary>
 /// Every open file description the restored tree needs, opened or made by memcr itself: files
 /// reopened at their offsets, pipes refilled with their unread bytes, eventfds, signalfds,
-/// timerfds, epolls, inotify instances, and for a shell job memcr's own terminal. The processes take them with
+/// timerfds, epolls, inotify instances, memfds, sockets, and for a shell job memcr's own terminal. The processes take them with
 /// pidfd_getfd: a description shared by several descriptors or processes is one object here.
 /// </summary>
 internal sealed class RestorerFiles : IDisposable
