@@ -36,6 +36,7 @@ internal static class RestoreChecks
             throw new CriuModeException($"{what} is in use by '{comm}': the restored tree needs it; nothing was restored");
         }
         var checkedFiles = new HashSet<uint>();
+        var liveUnix = new Lazy<Dictionary<uint, UnixSocketInfo>>(UnixDiag.All);
         foreach (var p in images.Processes)
         {
             if (p.Leader.Mtype != core_entry.Types.march.X8664)
@@ -74,7 +75,7 @@ internal static class RestoreChecks
                         }
                         break;
                     case fd_types.Unixsk:
-                        Sockets.UnixSocketRestorer.Check(images, f.Usk, $"fd {fd.Fd} of pid {p.Pid}", options);
+                        Sockets.UnixSocketRestorer.Check(images, f.Usk, $"fd {fd.Fd} of pid {p.Pid}", options, liveUnix);
                         break;
                     case fd_types.Inetsk:
                         CheckInet(images, f.Isk, $"fd {fd.Fd} of pid {p.Pid}", options);

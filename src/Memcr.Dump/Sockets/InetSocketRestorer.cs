@@ -19,6 +19,7 @@ internal sealed class InetSocketRestorer(RestoreOptions options, CriuLog log)
 
     private readonly List<(SafeFileHandle Socket, TcpConnectionState State, bool ReuseAddr, string What)> _repaired = [];
     private HashSet<string>? _liveConnections;
+    private HashSet<string>? _dumpedConnections;
 
     public int Connections => _repaired.Count;
 
@@ -96,7 +97,8 @@ internal sealed class InetSocketRestorer(RestoreOptions options, CriuLog log)
     {
         var (src, dst) = InetSocketDumper.Endpoints(e);
         string reversed = $"{dst} {src}";
-        if (images.Files.Values.Any(f => f.Type == fd_types.Inetsk && f.Isk.Proto == InetDiag.Tcp && Key(f.Isk) == reversed))
+        _dumpedConnections ??= [.. images.Files.Values.Where(f => f.Type == fd_types.Inetsk && f.Isk.Proto == InetDiag.Tcp).Select(f => Key(f.Isk))];
+        if (_dumpedConnections.Contains(reversed))
             return false;
         try
         {

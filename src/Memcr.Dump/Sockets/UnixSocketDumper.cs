@@ -15,7 +15,7 @@ namespace Memcr.Dump.Sockets;
 /// </summary>
 internal sealed class UnixSocketDumper(DumpOptions options) : IDisposable
 {
-    public const int Established = 1, Close = 7, Listen = 10;
+    public const int Established = 1, Listen = 10;
     private const int NetNsId = 2, ShutdownBoth = 3;
 
     private Dictionary<uint, UnixSocketInfo>? _diag;

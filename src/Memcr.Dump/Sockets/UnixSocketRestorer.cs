@@ -26,6 +26,7 @@ internal sealed class UnixSocketRestorer : IDisposable
     private readonly Dictionary<uint, SafeFileHandle> _unclaimed = [];
     private readonly Dictionary<uint, uint> _mate = [];
     private readonly Dictionary<uint, SafeFileHandle> _standIns = [];
+    private readonly HashSet<uint> _queued;
 
     public UnixSocketRestorer(DumpImages images, CriuLog log)
     {
@@ -33,6 +34,7 @@ internal sealed class UnixSocketRestorer : IDisposable
         _log = log;
         foreach (var f in images.Files.Values.Where(f => f.Type == fd_types.Unixsk))
             _byIno.TryAdd(f.Usk.Ino, f.Usk);
+        _queued = [.. images.SkQueues.Select(q => q.Entry.IdFor)];
     }
 
     /// <summary>"UNIX stream socket 1234 (/run/x.sock)", for messages.</summary>
@@ -44,7 +46,7 @@ internal sealed class UnixSocketRestorer : IDisposable
     /// and inherited sockets, a peer outside the tree without --ext-unix-sk, a name another
     /// running socket holds or a file that is not a socket holds.
     /// </summary>
-    public static void Check(DumpImages images, unix_sk_entry u, string where, RestoreOptions options)
+    public static void Check(DumpImages images, unix_sk_entry u, string where, RestoreOptions options, Lazy<Dictionary<uint, UnixSocketInfo>> live)
     {
         string what = $"{where} ({Describe(u)})";
         const string Nothing = "nothing was restored";
@@ -62,7 +64,7 @@ internal sealed class UnixSocketRestorer : IDisposable
         string name = SocketCalls.UnixName(u.Name.Span);
         if (u.Name[0] == 0)
         {
-            if (UnixDiag.All().Values.FirstOrDefault(s => s.Name.AsSpan().SequenceEqual(u.Name.Span)) is { } holder)
+            if (live.Value.Values.FirstOrDefault(s => s.Name.AsSpan().SequenceEqual(u.Name.Span)) is { } holder)
                 throw new CriuModeException($"{what} cannot be bound to {name} again: the address is in use by socket {holder.Inode} of a running process; {Nothing}");
             return;
         }
@@ -72,7 +74,7 @@ internal sealed class UnixSocketRestorer : IDisposable
         var st = FileCalls.Stat(path, follow: false);
         if (!st.IsSocket)
             throw new CriuModeException($"{what} cannot be bound to {path} again: a file that is not a socket is there now; {Nothing}");
-        if (UnixDiag.All().Values.FirstOrDefault(s => s.VfsInode == st.Inode && s.Name.Length > 0) is { } owner)
+        if (live.Value.Values.FirstOrDefault(s => s.VfsInode == st.Inode && s.Name.Length > 0) is { } owner)
             throw new CriuModeException($"{what} cannot be bound to {path} again: the address is in use by socket {owner.Inode} of a running process; {Nothing}");
     }
 
@@ -96,7 +98,7 @@ internal sealed class UnixSocketRestorer : IDisposable
             Prepare(b, peer);
             sock = a;
         }
-        else if (_images.SkQueues.Any(q => q.Entry.IdFor == u.Id) || (u.State == UnixSocketDumper.Established && u.Type != SocketCalls.SockDgram && u.Peer == 0))
+        else if (_queued.Contains(u.Id) || (u.State == UnixSocketDumper.Established && u.Type != SocketCalls.SockDgram && u.Peer == 0))
         {
             // Someone must send its queue again: a stand-in peer, gone once it has. A datagram
             // socket forgets it (connect(AF_UNSPEC), the queue still empty) so that it may connect elsewhere.
@@ -200,9 +202,9 @@ internal sealed class UnixSocketRestorer : IDisposable
             string what = Describe(u);
             if (!_mate.ContainsKey(id) && Peer(u) is { } peer)
             {
-                string to = peer.Name.Length == 0 ? "" : SocketCalls.UnixName(peer.Name.Span);
                 if (peer.Name.Length == 0)
                     throw new CriuModeException($"{what} was connected to {Describe(peer)}, which has no name to connect to again");
+                string to = SocketCalls.UnixName(peer.Name.Span);
                 try
                 {
                     InDirectory(peer, () => SocketCalls.Connect(sock, SocketCalls.UnixAddress(peer.Name.Span), what));

@@ -1,5 +1,4 @@
 using System.Runtime.InteropServices;
-using Microsoft.Win32.SafeHandles;
 
 namespace Memcr.Linux.Kernel;
 
@@ -32,29 +31,6 @@ public static partial class SocketCalls
         tv[1] = usec;
         if (setsockopt((int)fd.DangerousGetHandle(), SolSocket, name, tv, 16) < 0)
             throw Errno.Error("setsockopt", $"{what} (option {name})");
-    }
-
-    /// <summary>A new UNIX socket of <paramref name="type"/> bound to <paramref name="path"/> and listening, close-on-exec.</summary>
-    public static unsafe SafeFileHandle ListenUnix(int type, string path, int backlog)
-    {
-        const int AfUnix = 1, SockCloexec = 0x80000;
-        int fd = socket(AfUnix, type | SockCloexec, 0);
-        if (fd < 0)
-            throw Errno.Error("socket(AF_UNIX)", path);
-        var h = new SafeFileHandle(fd, true);
-        var addr = new byte[110];
-        addr[0] = AfUnix;
-        int n = System.Text.Encoding.UTF8.GetBytes(path, addr.AsSpan(2));
-        if (n > 107)
-            throw new ArgumentException($"UNIX socket path too long: {path}", nameof(path));
-        fixed (byte* a = addr)
-        {
-            if (bind(fd, a, (uint)(2 + n + 1)) < 0)
-                throw Errno.Error("bind", path);
-        }
-        if (listen(fd, backlog) < 0)
-            throw Errno.Error("listen", path);
-        return h;
     }
 
     [LibraryImport("libc", SetLastError = true)]
