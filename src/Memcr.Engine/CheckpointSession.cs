@@ -316,20 +316,23 @@ public sealed class CheckpointSession : IDisposable
         _log.Step("unseizing target");
         _tracer.Detach();
         _over = true;
-        DeleteImage();
+        Lap("target released");
+        // The target runs from here: removing the image (which can take a while for a large one) is not part of the restore.
         var took = Stopwatch.GetElapsedTime(started);
         _log.Info($"upload took {(long)took.TotalMilliseconds} ms");
+        DeleteImage();
+        Lap("image removed");
         return took;
     }
 
     private void WriteBack()
     {
         _lap = Stopwatch.GetTimestamp();
-        // The image is read twice, to verify it and to write it back. The first pass leaves it in
-        // the page cache, the second evicts each batch once it is in the target: the memory in use
-        // stays about the size of the target's, and the disk is read once.
+        // All that can be proven without reading the pages (header, key, index, digest) is checked
+        // here, before anything is written; each record is checked as it is read, before its pages
+        // are written. Reading the image twice to check it all first would only double the time: a
+        // damaged record found half-way kills the target, as a damaged image found first would.
         using var image = ImageReader.Open(ImagePath, key: _key);
-        using var cache = File.OpenHandle(ImagePath, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
         if (image.Header.ImageId != _imageId)
             throw new ImageFormatException(ImagePath, 40, "this is not the image this checkpoint wrote (it was replaced)");
         if (image.Header.Pid != Pid)
@@ -338,14 +341,10 @@ public sealed class CheckpointSession : IDisposable
             throw new ImageFormatException(ImagePath, 23, "the image is encrypted and there is no key for it: a random key lives only in the memcr that made the image (a persistent one comes from --key-file)");
         if (image.Header.PageSize != Environment.SystemPageSize)
             throw new ImageFormatException(ImagePath, 16, $"image page size {image.Header.PageSize} differs from this system's {Environment.SystemPageSize}");
-        // Reading is I/O-bound: keep more reads in flight than there are cores, with large readahead.
-        FileOps.AdviseSequential(cache);
-        image.Verify(_options.Parallelism * 2);
-        Lap("image verification");
+        Lap("image check");
         if (!_dropped)
             return; // nothing was dropped: the target's memory is intact
-        Action<PageBatch>? evict = _options.KeepImageCached ? null : b => FileOps.Evict(cache, ImagePath, b.Start, b.Length);
-        new EagerPageRestorer(_memory, _options.Parallelism, evict, _options.Checksum).Restore(image, ProcFs.ReadMaps(Pid));
+        new EagerPageRestorer(_memory, _options.Parallelism, _options.KeepImageCached, _options.Checksum).Restore(image, ProcFs.ReadMaps(Pid));
         Lap("pages written back");
     }
 

@@ -1,3 +1,6 @@
+using System.Collections.Concurrent;
+using System.Runtime.ExceptionServices;
+using System.Runtime.InteropServices;
 using Memcr.Image;
 using Memcr.Linux;
 using Memcr.Linux.Memory;
@@ -13,16 +16,23 @@ public interface IPageRestorer
 }
 
 /// <summary>
-/// Copies every page back at once: process_vm_writev in large batches for writable mappings,
-/// /proc/PID/mem (which forces through page protections) for read-only and PROT_NONE ones.
-/// Compressed or encrypted records are decoded (and checked) on the way. With
+/// Copies every page back at once, in one pipeline: a <see cref="BatchStream"/> reads the image
+/// in large sequential reads while <paramref name="parallelism"/> threads check each batch's
+/// records (header, index entry, payload checksum), decode them (decrypting and decompressing,
+/// checking the content checksum) and write their pages into the target: process_vm_writev in
+/// large batches for writable mappings, /proc/PID/mem (which forces through page protections) for
+/// read-only and PROT_NONE ones. A record's pages are written only once it is checked. With
 /// <paramref name="readBack"/> (memcr -c) every record is read back from the target once written
-/// and compared with its content checksum.
+/// and compared with its content checksum. With <paramref name="keepCache"/> the image is read
+/// through the page cache and left there; otherwise it is read with O_DIRECT.
 /// </summary>
-public sealed class EagerPageRestorer(RemoteMemory memory, int parallelism, Action<PageBatch>? written = null, bool readBack = false) : IPageRestorer
+public sealed class EagerPageRestorer(RemoteMemory memory, int parallelism, bool keepCache = false, bool readBack = false) : IPageRestorer
 {
-    private const int BatchBytes = 2 << 20;
+    /// <summary>Pages of one batch (what a compressed batch decodes to), at most.</summary>
     private const int BatchPageBytes = 4 << 20;
+
+    /// <summary>Batches read ahead of the writers.</summary>
+    private const int ReadAhead = 2;
 
     public void Restore(ImageReader image, IReadOnlyList<Vma> currentVmas)
     {
@@ -39,57 +49,82 @@ public sealed class EagerPageRestorer(RemoteMemory memory, int parallelism, Acti
             writable[i] = vma.Value.IsWritable;
         }
 
-        var batches = image.PlanBatches(BatchBytes, BatchPageBytes);
-        int size = batches.Count == 0 ? 4096 : batches.Max(b => b.Length);
-        int pageSize = image.Header.PageSize;
-        bool decode = image.Header.Packed;
-        int pageBytes = batches.Count == 0 ? 4096 : batches.Max(b => Enumerable.Range(b.First, b.Count).Sum(i => image.Index[i].Length));
-        Parallel.ForEach(
-            batches,
-            new ParallelOptions { MaxDegreeOfParallelism = parallelism + 1 },
-            () => new Worker(
-                new AlignedBuffer(size, pageSize),
-                decode ? new AlignedBuffer(pageBytes, pageSize) : null,
-                decode ? image.CreateDecoder() : null),
-            (batch, _, w) =>
+        var batches = BatchStream.Plan(image, BatchPageBytes);
+        int workers = Math.Max(1, parallelism);
+        using var stream = new BatchStream(image, batches, workers + ReadAhead, keepCache);
+        var failures = new ConcurrentQueue<Exception>();
+        var threads = new Thread[workers];
+        for (int t = 0; t < workers; t++)
+        {
+            threads[t] = new Thread(() =>
             {
-                // ReadBatch checks every record again: what reaches the target is what was verified.
-                var headers = image.ReadBatch(batch, w.Read.Memory);
-                var transfers = new List<Transfer>(batch.Count);
-                int used = 0;
-                for (int i = batch.First; i < batch.First + batch.Count; i++)
-                {
-                    var entry = image.Index[i];
-                    nint from = w.Read.Pointer + image.PayloadOffset(batch, i);
-                    if (w.Decoder is not null && !headers[i - batch.First].IsPlain)
-                    {
-                        var pages = w.Pages!.GetSpan().Slice(used, entry.Length);
-                        image.Decode(batch, w.Read.GetSpan(), headers, i, w.Decoder, pages);
-                        from = w.Pages.Pointer + used;
-                        used += entry.Length;
-                    }
-                    var t = new Transfer(entry.Address, from, entry.Length);
-                    if (writable[i])
-                        transfers.Add(t);
-                    else
-                        memory.WriteMem(t); // read-only or PROT_NONE: /proc/PID/mem forces through
-                }
                 try
                 {
-                    memory.WriteV(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(transfers));
+                    using var w = new Worker();
+                    while (stream.TryTake(out var batch))
+                    {
+                        try
+                        {
+                            Write(image, batch, writable, w);
+                        }
+                        finally
+                        {
+                            stream.Return(batch);
+                        }
+                    }
                 }
-                catch (SyscallException e) when (e.Errno == Errno.EFAULT)
+                catch (Exception e)
                 {
-                    // A page became unwritable for process_vm_writev: /proc/PID/mem forces through.
-                    foreach (var t in transfers)
-                        memory.WriteMem(t);
+                    failures.Enqueue(e);
+                    stream.Stop();
                 }
-                if (readBack)
-                    ReadBack(image, batch, headers, w);
-                written?.Invoke(batch);
-                return w;
-            },
-            w => w.Dispose());
+            }) { Name = $"memcr restore {t}", IsBackground = true };
+            threads[t].Start();
+        }
+        foreach (var t in threads)
+            t.Join();
+        if (failures.TryDequeue(out var first))
+            ExceptionDispatchInfo.Throw(first);
+    }
+
+    /// <summary>Checks a batch's records, decodes them and writes their pages into the target.</summary>
+    private void Write(ImageReader image, FilledBatch filled, bool[] writable, Worker w)
+    {
+        var batch = filled.Batch;
+        var headers = image.CheckBatch(batch, filled.Data);
+        var transfers = new List<Transfer>(batch.Count);
+        int used = 0;
+        for (int i = batch.First; i < batch.First + batch.Count; i++)
+        {
+            var entry = image.Index[i];
+            nint from = filled.Pointer + image.PayloadOffset(batch, i);
+            if (!headers[i - batch.First].IsPlain)
+            {
+                w.Pages ??= new AlignedBuffer(BatchPageBytes, image.Header.PageSize);
+                w.Decoder ??= image.CreateDecoder();
+                var pages = w.Pages.GetSpan().Slice(used, entry.Length);
+                image.Decode(batch, filled.Data, headers, i, w.Decoder, pages);
+                from = w.Pages.Pointer + used;
+                used += entry.Length;
+            }
+            var t = new Transfer(entry.Address, from, entry.Length);
+            if (writable[i])
+                transfers.Add(t);
+            else
+                memory.WriteMem(t); // read-only or PROT_NONE: /proc/PID/mem forces through
+        }
+        try
+        {
+            memory.WriteV(CollectionsMarshal.AsSpan(transfers));
+        }
+        catch (SyscallException e) when (e.Errno == Errno.EFAULT)
+        {
+            // A page became unwritable for process_vm_writev: /proc/PID/mem forces through.
+            foreach (var t in transfers)
+                memory.WriteMem(t);
+        }
+        if (readBack)
+            ReadBack(image, batch, headers, w);
     }
 
     /// <summary>Reads each record of the batch back from the target and compares it with its content checksum.</summary>
@@ -108,16 +143,15 @@ public sealed class EagerPageRestorer(RemoteMemory memory, int parallelism, Acti
         }
     }
 
-    private sealed class Worker(AlignedBuffer read, AlignedBuffer? pages, RecordDecoder? decoder) : IDisposable
+    /// <summary>What one writer thread decodes into and reads back into, made when first needed.</summary>
+    private sealed class Worker : IDisposable
     {
-        public AlignedBuffer Read { get; } = read;
-        public AlignedBuffer? Pages { get; } = pages;
-        public RecordDecoder? Decoder { get; } = decoder;
+        public AlignedBuffer? Pages { get; set; }
+        public RecordDecoder? Decoder { get; set; }
         public AlignedBuffer? Check { get; set; }
 
         public void Dispose()
         {
-            ((IDisposable)Read).Dispose();
             (Pages as IDisposable)?.Dispose();
             (Check as IDisposable)?.Dispose();
             Decoder?.Dispose();

@@ -3,14 +3,14 @@ using System.IO.Hashing;
 
 namespace Memcr.Image;
 
-/// <summary>Constants and layouts of image format v1 (docs/image-format.md). All integers little-endian.</summary>
+/// <summary>Constants and layouts of image format v3 (docs/image-format.md). All integers little-endian.</summary>
 public static class ImageFormat
 {
-    public const int Version = 2;
+    public const int Version = 3;
     public const int FileHeaderSize = 128;
     public const int RecordHeaderSize = 64;
     public const int VmaEntrySize = 40;
-    public const int IndexEntrySize = 24;
+    public const int IndexEntrySize = 32;
     public const int EndPayloadSize = 72;
     public const int DigestSize = 32;
     public const int KeySaltSize = 16;
@@ -38,10 +38,12 @@ public static class ImageFormat
 
     /// <summary>
     /// The whole-image digest (memcr -c): SHA-256 over every page record's address (8 bytes),
-    /// original length (4) and content checksum (8), little-endian, in file order. Each content
-    /// checksum is checked against the decoded pages at restore, so the digest covers the pages.
+    /// original length (4) and content checksum (8), little-endian, in file order. The content
+    /// checksums are in the index, so the digest is checked before any page is read; each record
+    /// is then checked against its index entry and its decoded pages against the content checksum,
+    /// so the digest covers the pages.
     /// </summary>
-    internal static void Digest(IReadOnlyList<IndexEntry> index, IReadOnlyList<ulong> contentChecksums, Span<byte> digest)
+    internal static void Digest(IReadOnlyList<IndexEntry> index, Span<byte> digest)
     {
         using var sha = System.Security.Cryptography.IncrementalHash.CreateHash(System.Security.Cryptography.HashAlgorithmName.SHA256);
         Span<byte> entry = stackalloc byte[20];
@@ -49,7 +51,7 @@ public static class ImageFormat
         {
             BinaryPrimitives.WriteUInt64LittleEndian(entry, index[i].Address);
             BinaryPrimitives.WriteInt32LittleEndian(entry[8..], index[i].Length);
-            BinaryPrimitives.WriteUInt64LittleEndian(entry[12..], contentChecksums[i]);
+            BinaryPrimitives.WriteUInt64LittleEndian(entry[12..], index[i].ContentChecksum);
             sha.AppendData(entry);
         }
         sha.GetHashAndReset(digest);
@@ -223,9 +225,26 @@ public readonly record struct ImageVma(ulong Start, ulong End, ushort Protection
         SavedBytes: BinaryPrimitives.ReadUInt64LittleEndian(src[24..]));
 }
 
-/// <summary>Where the page record for [Address, Address + Length) starts in the file, and how many bytes it stores.</summary>
-public readonly record struct IndexEntry(ulong Address, int Length, int StoredLength, long FileOffset)
+/// <summary>
+/// Where the page record for [Address, Address + Length) starts in the file, how many bytes it
+/// stores, and the checksum of its pages (the record header's content checksum).
+/// </summary>
+public readonly record struct IndexEntry(ulong Address, int Length, int StoredLength, long FileOffset, ulong ContentChecksum = 0)
 {
+    public void Write(Span<byte> dest)
+    {
+        BinaryPrimitives.WriteUInt64LittleEndian(dest, Address);
+        BinaryPrimitives.WriteInt32LittleEndian(dest[8..], Length);
+        BinaryPrimitives.WriteInt32LittleEndian(dest[12..], StoredLength);
+        BinaryPrimitives.WriteInt64LittleEndian(dest[16..], FileOffset);
+        BinaryPrimitives.WriteUInt64LittleEndian(dest[24..], ContentChecksum);
+    }
+
+    public static IndexEntry Read(ReadOnlySpan<byte> src) => new(
+        BinaryPrimitives.ReadUInt64LittleEndian(src), BinaryPrimitives.ReadInt32LittleEndian(src[8..]),
+        BinaryPrimitives.ReadInt32LittleEndian(src[12..]), BinaryPrimitives.ReadInt64LittleEndian(src[16..]),
+        BinaryPrimitives.ReadUInt64LittleEndian(src[24..]));
+
     public ulong End => Address + (ulong)Length;
 }
 

@@ -10,25 +10,24 @@ public readonly record struct PageBatch(int First, int Count, long Start, int Le
 
 /// <summary>
 /// Reads an image. <see cref="Open"/> reads and checks the header (and the key of an encrypted
-/// image), end record, index and VMA table (a few small reads). Records are read in batches into
-/// the caller's buffer with <see cref="ReadBatch"/>, which checks every record header, padding and
-/// payload checksum, so nothing unchecked ever reaches the caller; <see cref="Decode"/> turns a
-/// record's payload into pages (decrypting, decompressing and checking the content checksum).
-/// <see cref="Verify"/> checks the whole image.
+/// image), end record, index, whole-image digest and VMA table (a few small reads): all that can be
+/// proven without reading the pages. Records are read in batches into the caller's buffer with
+/// <see cref="ReadBatch"/> (or by a <see cref="BatchStream"/>), and <see cref="CheckBatch"/> checks
+/// every record header, padding, index entry and payload checksum, so nothing unchecked reaches
+/// the caller; <see cref="Decode"/> turns a record's payload into pages (decrypting, decompressing
+/// and checking the content checksum). <see cref="Verify"/> checks the whole image.
 /// </summary>
 public sealed class ImageReader : IDisposable
 {
     private readonly SafeFileHandle _file;
-    private readonly SafeFileHandle _pages;
     private readonly long _indexOffset;
     private readonly long _vmaTableEnd;
     private readonly ImageCipher? _cipher;
 
-    private ImageReader(string path, SafeFileHandle file, SafeFileHandle? pageFile, byte[]? key)
+    private ImageReader(string path, SafeFileHandle file, byte[]? key)
     {
         Path = path;
         _file = file;
-        _pages = pageFile ?? file;
         try
         {
             Length = RandomAccess.GetLength(file);
@@ -74,14 +73,25 @@ public sealed class ImageReader : IDisposable
     public bool CanDecrypt => _cipher is not null;
 
     /// <summary>
-    /// Opens an image. Page batches are read through <paramref name="pageFile"/> when given (for
-    /// example an O_DIRECT handle; buffers must then be page-aligned), else through a plain handle.
-    /// An encrypted image needs its <paramref name="key"/> to be decoded; a wrong key is refused here.
+    /// Opens an image and checks all that can be checked without reading its pages. An encrypted
+    /// image needs its <paramref name="key"/> to be decoded; a wrong key is refused here.
     /// </summary>
-    public static ImageReader Open(string path, SafeFileHandle? pageFile = null, byte[]? key = null)
+    public static ImageReader Open(string path, byte[]? key = null)
     {
         var file = File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
-        return new ImageReader(path, file, pageFile, key);
+        return new ImageReader(path, file, key);
+    }
+
+    /// <summary>
+    /// A second handle on the same file (not the same path: the file may have been replaced there
+    /// since), reading with O_DIRECT when <paramref name="direct"/> and the file system allows it.
+    /// </summary>
+    public SafeFileHandle Reopen(bool direct, out bool isDirect)
+    {
+        string self = $"/proc/self/fd/{_file.DangerousGetHandle()}";
+        var handle = direct ? Linux.FileOps.OpenDirect(self, write: false) : null;
+        isDirect = handle is not null;
+        return handle ?? File.OpenHandle(self, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
     }
 
     /// <summary>A decoder for one thread.</summary>
@@ -185,10 +195,7 @@ public sealed class ImageReader : IDisposable
         int overhead = Header.Encryption == Encryption.None ? 0 : ImageFormat.TagSize;
         for (int i = 0; i < records; i++)
         {
-            var e = payload.AsSpan(i * ImageFormat.IndexEntrySize, ImageFormat.IndexEntrySize);
-            var entry = new IndexEntry(
-                BinaryPrimitives.ReadUInt64LittleEndian(e), BinaryPrimitives.ReadInt32LittleEndian(e[8..]),
-                BinaryPrimitives.ReadInt32LittleEndian(e[12..]), BinaryPrimitives.ReadInt64LittleEndian(e[16..]));
+            var entry = IndexEntry.Read(payload.AsSpan(i * ImageFormat.IndexEntrySize, ImageFormat.IndexEntrySize));
             // Records are laid out back to back (plain images: each payload on the next page
             // boundary that leaves room for a page of padding and header): every offset follows
             // from the lengths.
@@ -209,6 +216,14 @@ public sealed class ImageReader : IDisposable
             throw new ImageFormatException(Path, end, $"the index should follow the last page record at offset {end}, it is at {_indexOffset}");
         if (total != PageBytes || stored != StoredBytes)
             throw new ImageFormatException(Path, _indexOffset, $"index covers {total} bytes ({stored} stored), the end record says {PageBytes} ({StoredBytes} stored)");
+        if (Digest is not null)
+        {
+            // The index holds every record's content checksum: the digest is proven before any page is read.
+            Span<byte> digest = stackalloc byte[ImageFormat.DigestSize];
+            ImageFormat.Digest(index, digest);
+            if (!digest.SequenceEqual(Digest))
+                throw new ImageFormatException(Path, Length - ImageFormat.EndPayloadSize + 40, "whole-image digest mismatch: the records' content checksums in the index do not match the digest in the end record");
+        }
         return index;
     }
 
@@ -256,7 +271,7 @@ public sealed class ImageReader : IDisposable
         int done = 0;
         while (done < into.Length)
         {
-            int n = RandomAccess.Read(_pages, into.Span[done..], batch.Start + done);
+            int n = RandomAccess.Read(_file, into.Span[done..], batch.Start + done);
             if (n == 0)
                 throw new ImageFormatException(Path, batch.Start + done, "truncated: unexpected end of file in page records");
             done += n;
@@ -264,7 +279,12 @@ public sealed class ImageReader : IDisposable
         return CheckBatch(batch, into.Span);
     }
 
-    private RecordHeader[] CheckBatch(in PageBatch batch, ReadOnlySpan<byte> data)
+    /// <summary>
+    /// Checks every record of a batch whose bytes, from <see cref="PageBatch.Start"/>, are in
+    /// <paramref name="data"/>: header, number, padding, agreement with the index, payload checksum.
+    /// Returns the records' headers.
+    /// </summary>
+    public RecordHeader[] CheckBatch(in PageBatch batch, ReadOnlySpan<byte> data)
     {
         var headers = new RecordHeader[batch.Count];
         for (int i = batch.First; i < batch.First + batch.Count; i++)
@@ -280,6 +300,8 @@ public sealed class ImageReader : IDisposable
             ExpectSequence(h, (ulong)i + 1, entry.FileOffset);
             if (h.Address != entry.Address || h.OriginalLength != entry.Length || h.StoredLength != entry.StoredLength)
                 throw new ImageFormatException(Path, entry.FileOffset, $"page record {i} is for 0x{h.Address:x}+{h.OriginalLength} ({h.StoredLength} stored), the index says 0x{entry.Address:x}+{entry.Length} ({entry.StoredLength} stored)");
+            if (h.ContentChecksum != entry.ContentChecksum)
+                throw new ImageFormatException(Path, entry.FileOffset, $"page record {i} (pages 0x{entry.Address:x}-0x{entry.End:x}) has content checksum {h.ContentChecksum:x16}, the index says {entry.ContentChecksum:x16}");
             if (h.Encryption != Header.Encryption || (h.Codec is Codec.Lz4 or Codec.Zstd && h.Codec != Header.Codec) || (!Header.Packed && !h.IsPlain))
                 throw new ImageFormatException(Path, entry.FileOffset, $"page record {i} is stored with {h.Codec}/{ImageCipher.Name(h.Encryption)}, which the header does not announce");
             if (!h.PayloadMatches(data.Slice(headerAt + ImageFormat.RecordHeaderSize, entry.StoredLength), Header.ImageId))
@@ -301,7 +323,7 @@ public sealed class ImageReader : IDisposable
 
     /// <summary>
     /// Reads the whole image on <paramref name="parallelism"/> threads and checks every record's
-    /// header, number and payload checksum, and the whole-image digest. With <paramref name="decode"/>
+    /// header, number, index entry and payload checksum. With <paramref name="decode"/>
     /// every record is also decrypted, decompressed and checked against its content checksum (an
     /// encrypted image then needs its key).
     /// </summary>
@@ -321,7 +343,6 @@ public sealed class ImageReader : IDisposable
         var batches = PlanBatches(batchBytes);
         int size = batches.Count == 0 ? 0 : batches.Max(b => b.Length);
         int pageBytes = Index.Count == 0 ? 0 : batches.Max(b => Enumerable.Range(b.First, b.Count).Max(i => Index[i].Length));
-        var contentChecksums = new ulong[Index.Count];
         var failures = new ConcurrentBag<ImageFormatException>();
         Parallel.ForEach(
             batches,
@@ -332,12 +353,8 @@ public sealed class ImageReader : IDisposable
                 try
                 {
                     var headers = ReadBatch(batch, local.Buffer.Memory);
-                    for (int i = 0; i < batch.Count; i++)
-                    {
-                        contentChecksums[batch.First + i] = headers[i].ContentChecksum;
-                        if (local.Decoder is not null)
-                            Decode(batch, local.Buffer.GetSpan(), headers, batch.First + i, local.Decoder, local.Pages.AsSpan(0, headers[i].OriginalLength));
-                    }
+                    for (int i = 0; i < batch.Count && local.Decoder is not null; i++)
+                        Decode(batch, local.Buffer.GetSpan(), headers, batch.First + i, local.Decoder, local.Pages.AsSpan(0, headers[i].OriginalLength));
                 }
                 catch (ImageFormatException e)
                 {
@@ -353,13 +370,6 @@ public sealed class ImageReader : IDisposable
             });
         if (!failures.IsEmpty)
             throw failures.OrderBy(f => f.Offset).First();
-        if (Digest is not null)
-        {
-            Span<byte> digest = stackalloc byte[ImageFormat.DigestSize];
-            ImageFormat.Digest(Index, contentChecksums, digest);
-            if (!digest.SequenceEqual(Digest))
-                throw new ImageFormatException(Path, Length - ImageFormat.DigestSize, "whole-image digest mismatch: the records' content checksums do not match the digest in the end record");
-        }
     }
 
     public void Dispose()

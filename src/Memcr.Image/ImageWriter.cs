@@ -187,11 +187,9 @@ public sealed class ImageWriter : IDisposable
         var index = new byte[_index.Count * ImageFormat.IndexEntrySize];
         for (int i = 0; i < _index.Count; i++)
         {
-            var span = index.AsSpan(i * ImageFormat.IndexEntrySize);
-            BinaryPrimitives.WriteUInt64LittleEndian(span, _index[i].Address);
-            BinaryPrimitives.WriteInt32LittleEndian(span[8..], _index[i].Length);
-            BinaryPrimitives.WriteInt32LittleEndian(span[12..], _index[i].StoredLength);
-            BinaryPrimitives.WriteInt64LittleEndian(span[16..], _index[i].FileOffset);
+            // Plain records learn their checksum when written, possibly on another thread.
+            _index[i] = _index[i] with { ContentChecksum = _contentChecksums[i] };
+            _index[i].Write(index.AsSpan(i * ImageFormat.IndexEntrySize));
         }
         long indexAt = Append(RecordType.Index, index);
         var end = new byte[ImageFormat.EndPayloadSize];
@@ -201,7 +199,7 @@ public sealed class ImageWriter : IDisposable
         BinaryPrimitives.WriteUInt64LittleEndian(end.AsSpan(24), _sequence + 1);
         BinaryPrimitives.WriteUInt64LittleEndian(end.AsSpan(32), _storedBytes);
         if (Header.HasDigest)
-            ImageFormat.Digest(_index, _contentChecksums, end.AsSpan(40, ImageFormat.DigestSize));
+            ImageFormat.Digest(_index, end.AsSpan(40, ImageFormat.DigestSize));
         Append(RecordType.End, end);
         if (_staging is not null)
             FlushStaging(last: true);

@@ -149,7 +149,7 @@ public sealed class ErrorTests
     [InlineData("flip", "checksum mismatch")]
     [InlineData("truncate", "truncated")]
     [InlineData("delete", "pages-")]
-    public void DamagedImageWhileFrozen_IsDetectedBeforeRestore_AndTheTargetKilled(string damage, string message)
+    public void DamagedImageWhileFrozen_IsDetected_AndTheTargetKilled(string damage, string message)
     {
         using var target = FifoTarget.StartMemtest(heapMb: 16);
         string dir = Repo.NewScratchDir("damaged");
@@ -158,6 +158,24 @@ public sealed class ErrorTests
         memcr.WaitForPrompt();
         ImageDamage.Apply(image, damage);
         memcr.AssertRestoreRefusedAndTargetKilled(target, message);
+        Assert.False(File.Exists(image), "the image of a killed target is of no more use and is removed");
+        Directory.Delete(dir, recursive: true);
+    }
+
+    [Theory]
+    [InlineData("")]
+    [InlineData("-z")]
+    public void RecordDamagedNearTheEndOfALargeImage_KillsTheTargetHalfWay_AndLeavesNoImage(string options)
+    {
+        // The restore checks each record as it reads it: most of the pages are written back when
+        // the damage is found, and still the target must not run on the rest.
+        using var target = FifoTarget.StartMemtest(heapMb: 256);
+        string dir = Repo.NewScratchDir("damaged-late");
+        string image = Path.Combine(dir, $"pages-{target.Pid}.img");
+        using var memcr = MemcrProcess.Start(["-p", target.Pid.ToString(), "-d", dir, .. options.Split(' ', StringSplitOptions.RemoveEmptyEntries)]);
+        memcr.WaitForPrompt();
+        ImageDamage.Apply(image, "flip-last");
+        memcr.AssertRestoreRefusedAndTargetKilled(target, "checksum mismatch in page record");
         Assert.False(File.Exists(image), "the image of a killed target is of no more use and is removed");
         Directory.Delete(dir, recursive: true);
     }

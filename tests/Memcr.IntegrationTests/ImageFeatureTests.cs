@@ -128,7 +128,7 @@ public sealed class ImageFeatureTests
     [InlineData("-z zstd", "truncate", "truncated")]
     [InlineData("-e", "swap", "wrong key")]
     [InlineData("-c", "swap", "not the image this checkpoint wrote")]
-    public void DamagedEncodedImage_IsRefusedBeforeRestore_AndTheTargetKilled(string options, string damage, string message)
+    public void DamagedEncodedImage_IsRefused_AndTheTargetKilled(string options, string damage, string message)
     {
         using var target = FifoTarget.StartMemtest(heapMb: 16, "program");
         using var other = FifoTarget.StartMemtest(heapMb: 4, "program");

@@ -231,6 +231,82 @@ public sealed class ImageFormatTests : IDisposable
         });
     }
 
+    /// <summary>Takes every batch of a stream on three threads, checks and decodes it; returns the records by number.</summary>
+    private static Dictionary<int, (ulong Address, byte[] Data)> Drain(ImageReader r, BatchStream stream)
+    {
+        var records = new System.Collections.Concurrent.ConcurrentDictionary<int, (ulong, byte[])>();
+        var failures = new System.Collections.Concurrent.ConcurrentQueue<Exception>();
+        var threads = Enumerable.Range(0, 3).Select(_ => new Thread(() =>
+        {
+            using var decoder = r.CreateDecoder();
+            while (true)
+            {
+                FilledBatch filled;
+                try
+                {
+                    if (!stream.TryTake(out filled))
+                        return;
+                }
+                catch (ImageFormatException e)
+                {
+                    failures.Enqueue(e);
+                    return;
+                }
+                var batch = filled.Batch;
+                var headers = r.CheckBatch(batch, filled.Data);
+                for (int i = batch.First; i < batch.First + batch.Count; i++)
+                {
+                    var pages = new byte[r.Index[i].Length];
+                    r.Decode(batch, filled.Data, headers, i, decoder, pages);
+                    Assert.True(records.TryAdd(i, (r.Index[i].Address, pages)), $"record {i} came twice");
+                }
+                stream.Return(filled);
+            }
+        })).ToList();
+        threads.ForEach(t => t.Start());
+        threads.ForEach(t => t.Join());
+        if (failures.TryDequeue(out var first))
+            throw first;
+        return new Dictionary<int, (ulong, byte[])>(records);
+    }
+
+    [Theory]
+    [InlineData(false, false)]
+    [InlineData(false, true)]
+    [InlineData(true, false)]
+    [InlineData(true, true)]
+    public void BatchStream_GivesEveryRecordOnce_ReadDirectlyOrThroughTheCache(bool packed, bool keepCache)
+    {
+        var w = Write(21, 60, kind: packed ? Lz4Encrypted : Plain);
+        using var r = ImageReader.Open(w.Path, key: Key256);
+        // Small batches, so that the readers and the takers overlap over many of them.
+        using var stream = new BatchStream(r, r.PlanBatches(6 * Page, 8 * Page), 3, keepCache);
+        using (var probe = Linux.FileOps.OpenDirect(w.Path, write: false))
+            Assert.Equal(!keepCache && probe is not null, stream.Direct);
+        var records = Drain(r, stream);
+        Assert.Equal(w.Records.Count, records.Count);
+        for (int i = 0; i < w.Records.Count; i++)
+        {
+            Assert.Equal(w.Records[i].Address, records[i].Address);
+            Assert.Equal(w.Records[i].Data, records[i].Data);
+        }
+        Assert.False(stream.TryTake(out _));
+    }
+
+    [Fact]
+    public void BatchStream_OfAnImageTruncatedAfterItWasOpened_FailsItsTakers()
+    {
+        foreach (var kind in new[] { Plain, Lz4Encrypted })
+        {
+            var w = Write(kind == Plain ? 22 : 23, 60, kind: kind);
+            using var r = ImageReader.Open(w.Path, key: Key256);
+            FileOpsTruncate(w.Path, r.Index[30].FileOffset + 100);
+            using var stream = new BatchStream(r, r.PlanBatches(6 * Page, 8 * Page), 3, keepCache: false);
+            var e = Assert.Throws<ImageFormatException>(() => Drain(r, stream));
+            Assert.Contains("truncated: unexpected end of file in page records", e.Message);
+        }
+    }
+
     [Fact]
     public void TruncatedImage_IsRefusedAtEveryLength()
     {
@@ -344,22 +420,39 @@ public sealed class ImageFormatTests : IDisposable
             tamper: h => h.Sequence == 3 ? h with { ContentChecksum = h.ContentChecksum ^ 1 } : h);
         using (var r = ImageReader.Open(w.Path))
         {
-            // The writer's digest covers the checksums it was given; make it disagree with them.
-            r.Verify(); // digest consistent with headers as written
+            // The writer's index and digest cover the checksums it was given; the pages disagree.
+            r.Verify(); // index, digest and headers consistent as written
             var e = Assert.Throws<ImageFormatException>(() => r.Verify(decode: true));
             Assert.Contains($"content checksum mismatch in page record 2 (pages 0x{w.Records[2].Address:x}", e.Message);
         }
-        // Re-seal record 2's header with yet another content checksum: the digest no longer matches.
+        // Re-seal record 2's header with yet another content checksum: it no longer agrees with the index.
+        var bytes = File.ReadAllBytes(w.Path);
+        long at, indexAt;
         using (var r = ImageReader.Open(w.Path))
         {
-            long at = r.Index[2].FileOffset;
-            var bytes = File.ReadAllBytes(w.Path);
-            var head = bytes.AsSpan((int)at, ImageFormat.RecordHeaderSize);
-            BinaryPrimitives.WriteUInt64LittleEndian(head[40..], 12345);
-            BinaryPrimitives.WriteUInt64LittleEndian(head[56..], ImageFormat.Hash(head[..56], w.ImageId));
-            File.WriteAllBytes(w.Path, bytes);
+            at = r.Index[2].FileOffset;
+            indexAt = BinaryPrimitives.ReadInt64LittleEndian(bytes.AsSpan(bytes.Length - ImageFormat.EndPayloadSize));
         }
-        Assert.Contains("whole-image digest mismatch", Refused(w.Path).Message);
+        var head = bytes.AsSpan((int)at, ImageFormat.RecordHeaderSize);
+        BinaryPrimitives.WriteUInt64LittleEndian(head[40..], 12345);
+        BinaryPrimitives.WriteUInt64LittleEndian(head[56..], ImageFormat.Hash(head[..56], w.ImageId));
+        File.WriteAllBytes(w.Path, bytes);
+        Assert.Contains("page record 2 (pages 0x", Refused(w.Path).Message);
+        Assert.Contains("has content checksum 0000000000003039, the index says", Refused(w.Path).Message);
+
+        // Make the index agree with it (and re-seal the index record): now the digest, checked when
+        // the image is opened, before any page is read, no longer matches.
+        var indexHead = bytes.AsSpan((int)indexAt, ImageFormat.RecordHeaderSize);
+        int indexLength = BinaryPrimitives.ReadInt32LittleEndian(indexHead[20..]);
+        var index = bytes.AsSpan((int)indexAt + ImageFormat.RecordHeaderSize, indexLength);
+        BinaryPrimitives.WriteUInt64LittleEndian(index[(2 * ImageFormat.IndexEntrySize + 24)..], 12345);
+        ulong sum = ImageFormat.Hash(index, w.ImageId);
+        BinaryPrimitives.WriteUInt64LittleEndian(indexHead[32..], sum);
+        BinaryPrimitives.WriteUInt64LittleEndian(indexHead[40..], sum);
+        BinaryPrimitives.WriteUInt64LittleEndian(indexHead[56..], ImageFormat.Hash(indexHead[..56], w.ImageId));
+        File.WriteAllBytes(w.Path, bytes);
+        var opened = Assert.Throws<ImageFormatException>(() => ImageReader.Open(w.Path).Dispose());
+        Assert.Contains("whole-image digest mismatch", opened.Message);
     }
 
     [Fact]

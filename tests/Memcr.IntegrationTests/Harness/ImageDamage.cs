@@ -4,7 +4,8 @@ namespace Memcr.IntegrationTests.Harness;
 public static class ImageDamage
 {
     /// <summary>
-    /// "flip": one bit in the middle; "truncate": cut in half; "delete": removed. For CRIU images:
+    /// "flip": one bit in the middle; "flip-last": one bit in the last page record of a memcr image
+    /// (just before its index); "truncate": cut in half; "delete": removed. For CRIU images:
     /// "magic": the image's own magic overwritten (another kind of image); "length": the first
     /// entry's length says far more than the file holds.
     /// </summary>
@@ -20,6 +21,19 @@ public static class ImageDamage
                     RandomAccess.Read(f, b, length / 2);
                     b[0] ^= 0x10;
                     RandomAccess.Write(f, b, length / 2);
+                }
+                break;
+            case "flip-last":
+                using (var f = File.OpenHandle(image, FileMode.Open, FileAccess.ReadWrite))
+                {
+                    // The end record (72 bytes of payload) closes the file; its first field is the index's offset.
+                    var at = new byte[8];
+                    RandomAccess.Read(f, at, length - 72);
+                    long last = BitConverter.ToInt64(at) - 100;
+                    var b = new byte[1];
+                    RandomAccess.Read(f, b, last);
+                    b[0] ^= 0x10;
+                    RandomAccess.Write(f, b, last);
                 }
                 break;
             case "truncate":

@@ -1,0 +1,203 @@
+using System.Collections.Concurrent;
+using System.Runtime.ExceptionServices;
+using Memcr.Linux;
+using Memcr.Linux.Memory;
+using Microsoft.Win32.SafeHandles;
+
+namespace Memcr.Image;
+
+/// <summary>A batch of page records read by a <see cref="BatchStream"/>, not checked yet.</summary>
+public sealed class FilledBatch
+{
+    internal FilledBatch(PageBatch batch, AlignedBuffer buffer, int offset, bool pooled)
+    {
+        Batch = batch;
+        Buffer = buffer;
+        Offset = offset;
+        Pooled = pooled;
+    }
+
+    public PageBatch Batch { get; }
+
+    internal AlignedBuffer Buffer { get; }
+
+    /// <summary>Where the batch's first byte is in the buffer (an O_DIRECT read starts on the block before it).</summary>
+    private int Offset { get; }
+
+    internal bool Pooled { get; }
+
+    /// <summary>The batch's bytes, from <see cref="PageBatch.Start"/> in the file.</summary>
+    public Span<byte> Data => Buffer.GetSpan().Slice(Offset, Batch.Length);
+
+    /// <summary>Address of <see cref="Data"/>'s first byte.</summary>
+    public nint Pointer => Buffer.Pointer + Offset;
+}
+
+/// <summary>
+/// Reads the page batches of an image in file order on a thread of its own, ahead of the threads
+/// that check, decode and use them, into at most a fixed number of buffers: reading the disk
+/// overlaps with everything else and memory stays bounded. Reads are large and sequential, and
+/// bypass the page cache (O_DIRECT) unless the image is to stay cached or the file system refuses;
+/// a buffered read is evicted from the page cache once its batch is returned, unless the image is
+/// to stay cached.
+/// </summary>
+public sealed class BatchStream : IDisposable
+{
+    /// <summary>Bytes of the file one read takes (a larger record is read alone, into a buffer of its own).</summary>
+    public const int ReadBytes = 4 << 20;
+
+    /// <summary>Reads in flight: a second one keeps the disk busy while the first one's result is handed over.</summary>
+    private const int Readers = 2;
+
+    private readonly ImageReader _image;
+    private readonly IReadOnlyList<PageBatch> _batches;
+    private readonly SafeFileHandle _file;
+    private readonly bool _keepCache;
+    private readonly BufferPool _pool;
+    private readonly BlockingCollection<FilledBatch> _filled;
+    private readonly CancellationTokenSource _stop = new();
+    private readonly Thread[] _readers;
+    private readonly int _align;
+    private int _next = -1;
+    private int _reading;
+    private Exception? _error;
+
+    /// <summary>
+    /// Starts reading <paramref name="batches"/> (planned with <see cref="Plan"/>) into
+    /// <paramref name="buffers"/> buffers. With <paramref name="keepCache"/> the image is read
+    /// through the page cache and left there.
+    /// </summary>
+    public BatchStream(ImageReader image, IReadOnlyList<PageBatch> batches, int buffers, bool keepCache)
+    {
+        _image = image;
+        _batches = batches;
+        _keepCache = keepCache;
+        _file = image.Reopen(direct: !keepCache, out bool direct);
+        Direct = direct;
+        _align = direct ? image.Header.PageSize : 1;
+        if (!direct)
+            FileOps.AdviseSequential(_file);
+        _pool = new BufferPool(buffers, ReadBytes + 2 * image.Header.PageSize);
+        _filled = new BlockingCollection<FilledBatch>(buffers);
+        _readers = new Thread[Readers];
+        _reading = Readers;
+        for (int i = 0; i < Readers; i++)
+        {
+            _readers[i] = new Thread(Read) { Name = $"memcr image reader {i}", IsBackground = true };
+            _readers[i].Start();
+        }
+    }
+
+    /// <summary>The image is read with O_DIRECT.</summary>
+    public bool Direct { get; }
+
+    /// <summary>The batches a stream reads: whole records, up to <see cref="ReadBytes"/> of the file and <paramref name="maxPageBytes"/> of pages each.</summary>
+    public static List<PageBatch> Plan(ImageReader image, int maxPageBytes) => image.PlanBatches(ReadBytes, maxPageBytes);
+
+    private void Read()
+    {
+        try
+        {
+            for (int next = Interlocked.Increment(ref _next); next < _batches.Count; next = Interlocked.Increment(ref _next))
+            {
+                var batch = _batches[next];
+                long start = batch.Start / _align * _align;
+                long end = ImageFormat.AlignUp(batch.Start + batch.Length, _align);
+                int length = (int)(end - start);
+                bool pooled = length <= _pool.Size;
+                var buffer = pooled ? _pool.Take(_stop.Token) : new AlignedBuffer(length, _image.Header.PageSize);
+                var filled = new FilledBatch(batch, buffer, (int)(batch.Start - start), pooled);
+                try
+                {
+                    ReadFully(buffer.Memory.Span[..length], start, batch.Start + batch.Length);
+                    _filled.Add(filled, _stop.Token);
+                }
+                catch
+                {
+                    Release(filled);
+                    throw;
+                }
+            }
+        }
+        catch (OperationCanceledException) when (_stop.IsCancellationRequested)
+        {
+        }
+        catch (Exception e)
+        {
+            Interlocked.CompareExchange(ref _error, e, null);
+            _stop.Cancel();
+        }
+        finally
+        {
+            if (Interlocked.Decrement(ref _reading) == 0)
+                _filled.CompleteAdding();
+        }
+    }
+
+    /// <summary>Reads from <paramref name="offset"/> into <paramref name="into"/>; at least up to <paramref name="needed"/> must be in the file.</summary>
+    private void ReadFully(Span<byte> into, long offset, long needed)
+    {
+        int done = 0;
+        while (done < into.Length)
+        {
+            int n = RandomAccess.Read(_file, into[done..], offset + done);
+            done += n;
+            if (offset + done >= needed && (n == 0 || Direct))
+                return; // the end of the file lies inside the last block of an O_DIRECT read
+            if (n == 0 || n % _align != 0) // an O_DIRECT read stops short only at the end of the file
+                throw new ImageFormatException(_image.Path, offset + done, "truncated: unexpected end of file in page records");
+        }
+    }
+
+    /// <summary>
+    /// The next batch, waiting for it to be read; false when every batch has been taken or the
+    /// stream was stopped. Throws what stopped the reading (an I/O error, a truncated file).
+    /// </summary>
+    public bool TryTake(out FilledBatch batch)
+    {
+        try
+        {
+            if (_filled.TryTake(out batch!, Timeout.Infinite, _stop.Token))
+                return true;
+        }
+        catch (OperationCanceledException)
+        {
+            batch = null!;
+        }
+        if (Volatile.Read(ref _error) is { } error)
+            ExceptionDispatchInfo.Throw(error);
+        return false;
+    }
+
+    /// <summary>Gives a batch's buffer back for the next read (and evicts its bytes from the page cache when read through it).</summary>
+    public void Return(FilledBatch batch)
+    {
+        if (!Direct && !_keepCache)
+            FileOps.Evict(_file, _image.Path, batch.Batch.Start, batch.Batch.Length);
+        Release(batch);
+    }
+
+    private void Release(FilledBatch batch)
+    {
+        if (batch.Pooled)
+            _pool.Return(batch.Buffer);
+        else
+            ((IDisposable)batch.Buffer).Dispose();
+    }
+
+    /// <summary>Stops reading: the consumers' next <see cref="TryTake"/> returns false.</summary>
+    public void Stop() => _stop.Cancel();
+
+    public void Dispose()
+    {
+        _stop.Cancel();
+        foreach (var reader in _readers)
+            reader.Join();
+        while (_filled.TryTake(out var left))
+            Release(left);
+        _filled.Dispose();
+        _pool.Dispose();
+        _file.Dispose();
+        _stop.Dispose();
+    }
+}
