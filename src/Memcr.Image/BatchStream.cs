@@ -43,8 +43,12 @@ public sealed class FilledBatch
 /// </summary>
 public sealed class BatchStream : IDisposable
 {
-    /// <summary>Bytes of the file one read takes (a larger record is read alone, into a buffer of its own).</summary>
-    public const int ReadBytes = 4 << 20;
+    /// <summary>
+    /// Bytes of the file one read takes, at most (a larger record is read alone, into a buffer of
+    /// its own): four plain 1 MiB records with their padding pages. Reads of about 4 MiB ran here at
+    /// 1.5–2.5 times the speed of 3 MiB ones.
+    /// </summary>
+    public const int ReadBytes = (4 << 20) + (64 << 10);
 
     /// <summary>Reads in flight: a second one keeps the disk busy while the first one's result is handed over.</summary>
     private const int Readers = 2;
