@@ -48,7 +48,10 @@ internal sealed class ImageDump(CheckpointOptions options, Log log, RemoteMemory
 
     public ulong StoredBytes { get; private set; }
 
-    /// <summary>A record to save: pages [Address, Address + Length) of one VMA.</summary>
+    /// <summary>
+    /// A record to save: pages [Address, Address + Length), of one VMA or of several adjacent ones
+    /// (a program that mprotects every other page has a VMA per page).
+    /// </summary>
     internal readonly record struct PlannedRecord(ulong Address, int Length, bool Forced);
 
     internal sealed record CheckpointPlan(List<PlannedRecord> Records, List<ImageVma> Vmas, ulong Bytes);
@@ -59,36 +62,79 @@ internal sealed class ImageDump(CheckpointOptions options, Log log, RemoteMemory
         var vmas = new List<ImageVma>();
         ulong total = 0;
         using var scanner = new PagemapScanner(Pid);
+        var runs = Scan(scanner, selected);
+        // Pages to save are gathered into one run for as long as they follow one another, across
+        // VMA boundaries, then cut into records.
+        ulong runStart = 0, runEnd = 0;
+        bool runForced = false;
+        void Cut()
+        {
+            for (ulong at = runStart; at < runEnd; at += RecordBytes)
+                records.Add(new PlannedRecord(at, (int)Math.Min(RecordBytes, runEnd - at), runForced));
+            runStart = runEnd = 0;
+        }
+        int first = 0;
         foreach (var s in selected)
         {
-            var runs = scanner.Scan(s.Vma.Start, s.Vma.End);
-            if (runs.Count == 0)
-                continue;
-            DropTargets.Add(s);
+            while (first < runs.Count && runs[first].End <= s.Vma.Start)
+                first++;
             // Unreadable mappings (PROT_NONE, exec-only) and -m go through /proc/PID/mem.
             bool forced = _options.UseProcMem || !s.Vma.IsReadable;
+            bool any = false;
             ulong saved = 0;
-            foreach (var run in runs)
+            for (int k = first; k < runs.Count && runs[k].Start < s.Vma.End; k++)
             {
+                var run = runs[k];
+                any = true;
                 // In a private file mapping only written (copy-on-write, now anonymous) pages differ
                 // from the file; clean page-cache pages come back from the file after the drop.
                 if (s.Kind == VmaKind.File && (run.State & PageState.Swapped) == 0 && (run.State & PageState.File) != 0)
                     continue;
-                for (ulong at = run.Start; at < run.End; at += RecordBytes)
+                ulong start = Math.Max(run.Start, s.Vma.Start), end = Math.Min(run.End, s.Vma.End);
+                if (start != runEnd || forced != runForced)
                 {
-                    int len = (int)Math.Min(RecordBytes, run.End - at);
-                    records.Add(new PlannedRecord(at, len, forced));
-                    saved += (ulong)len;
+                    Cut();
+                    (runStart, runForced) = (start, forced);
                 }
+                runEnd = end;
+                saved += end - start;
             }
+            if (!any)
+                continue;
+            DropTargets.Add(s);
             total += saved;
             var prot = (ushort)s.Vma.Protection;
             vmas.Add(new ImageVma(s.Vma.Start, s.Vma.End, prot, s.Kind, s.Vma.Offset, saved));
             if (saved > 0)
-                _log.Info($"  {s.Vma.Start:x16}..{s.Vma.End:x16}  {VmaSelector.ShortName(s.Kind)} {saved / 1024,6} kB");
+                _log.Debug($"  {s.Vma.Start:x16}..{s.Vma.End:x16}  {VmaSelector.ShortName(s.Kind)} {saved / 1024,6} kB");
         }
-        _log.Debug($"page scan by {(scanner.UsesScanIoctl ? "PAGEMAP_SCAN" : "/proc/PID/pagemap")}: {records.Count} records, {total} bytes");
+        Cut();
+        _log.Info($"{vmas.Count(v => v.SavedBytes > 0)} VMAs with pages to save, {total / 1024} kB in {records.Count} records");
+        _log.Debug($"page scan by {(scanner.UsesScanIoctl ? "PAGEMAP_SCAN" : "/proc/PID/pagemap")}");
         return new CheckpointPlan(records, vmas, total);
+    }
+
+    /// <summary>
+    /// The present and swapped pages of the selected VMAs, in address order: one PAGEMAP_SCAN over
+    /// the whole span they cover where the kernel has it (it skips what is not mapped), else
+    /// /proc/PID/pagemap read for each run of adjacent VMAs.
+    /// </summary>
+    private static List<PageRun> Scan(PagemapScanner scanner, List<SelectedVma> selected)
+    {
+        if (selected.Count == 0)
+            return [];
+        if (scanner.ScanSparse(selected[0].Vma.Start, selected[^1].Vma.End) is { } all)
+            return all;
+        var runs = new List<PageRun>();
+        for (int i = 0; i < selected.Count;)
+        {
+            int j = i;
+            while (j + 1 < selected.Count && selected[j + 1].Vma.Start == selected[j].Vma.End)
+                j++;
+            runs.AddRange(scanner.Scan(selected[i].Vma.Start, selected[j].Vma.End));
+            i = j + 1;
+        }
+        return runs;
     }
 
     /// <summary>A batch of pages read, with each record's place in the image and (plain images) its checksum.</summary>

@@ -40,13 +40,8 @@ public sealed class EagerPageRestorer(RemoteMemory memory, int parallelism, bool
         for (int i = 0; i < image.Index.Count; i++)
         {
             var entry = image.Index[i];
-            var vma = Find(currentVmas, entry.Address);
-            if (vma is null || entry.End > vma.Value.End)
-            {
-                throw new CheckpointException(
-                    $"pages 0x{entry.Address:x}-0x{entry.End:x} of the image are no longer mapped in pid {memory.Pid}");
-            }
-            writable[i] = vma.Value.IsWritable;
+            writable[i] = Covered(currentVmas, entry.Address, entry.End) ?? throw new CheckpointException(
+                $"pages 0x{entry.Address:x}-0x{entry.End:x} of the image are no longer mapped in pid {memory.Pid}");
         }
 
         var batches = BatchStream.Plan(image, BatchPageBytes);
@@ -158,20 +153,30 @@ public sealed class EagerPageRestorer(RemoteMemory memory, int parallelism, bool
         }
     }
 
-    internal static Vma? Find(IReadOnlyList<Vma> vmas, ulong address)
+    /// <summary>
+    /// Whether [start, end) is mapped without a gap (a record may span adjacent VMAs): null if
+    /// not, else whether every VMA under it is writable (process_vm_writev can write it).
+    /// </summary>
+    internal static bool? Covered(IReadOnlyList<Vma> vmas, ulong start, ulong end)
     {
         int lo = 0, hi = vmas.Count - 1;
-        while (lo <= hi)
+        while (lo < hi)
         {
             int mid = (lo + hi) >>> 1;
-            var v = vmas[mid];
-            if (address < v.Start)
-                hi = mid - 1;
-            else if (address >= v.End)
+            if (vmas[mid].End <= start)
                 lo = mid + 1;
             else
-                return v;
+                hi = mid;
         }
-        return null;
+        bool writable = true;
+        ulong at = start;
+        for (int i = lo; i < vmas.Count && at < end; i++)
+        {
+            if (vmas[i].Start > at || vmas[i].End <= at)
+                return null;
+            writable &= vmas[i].IsWritable;
+            at = vmas[i].End;
+        }
+        return at >= end ? writable : null;
     }
 }

@@ -91,6 +91,22 @@ public sealed class PagemapScanner : IDisposable
         return runs;
     }
 
+    /// <summary>
+    /// Like <see cref="Scan"/>, but only with PAGEMAP_SCAN, which skips the holes between mappings:
+    /// fit for a range spanning a whole address space. Null on a kernel without it (reading
+    /// /proc/PID/pagemap over such a range would take 8 bytes for every page of the holes).
+    /// </summary>
+    public List<PageRun>? ScanSparse(ulong start, ulong end)
+    {
+        if (!_useScan)
+            return null;
+        var runs = new List<PageRun>();
+        if (TryScanIoctl(start, end, runs))
+            return runs;
+        _useScan = false;
+        return null;
+    }
+
     private unsafe bool TryScanIoctl(ulong start, ulong end, List<PageRun> runs)
     {
         var regions = _regions ??= new PageRegion[RegionBatch];
