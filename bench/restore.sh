@@ -8,10 +8,10 @@
 #
 # For each size it starts one memtest target and, RUNS times each, checkpoints and restores it
 # with `memcr -n` (MEMCR_ARGS), with `memcr -n --keep-cache` and, when ORIG names the original
-# memcr's binary, with `ORIG -n -m` (the target checks all of its memory after every run). Floors,
-# measured in the same run: `dd iflag=direct` of a file as large as our image (the disk read
-# time) and bench/faults.c writing SIZE MiB into fresh pages (the page-fault time). Prints
-# medians in ms.
+# memcr's binary, with `ORIG -n -m` (without MEMCR_ARGS); the target checks all of its memory
+# after every run. Floors, measured in the same run: `dd iflag=direct` of a file as large as our
+# image (the disk read time) and bench/faults.c writing SIZE MiB into fresh pages (the page-fault
+# time). Prints medians in ms.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x artifacts/bin/memcr ] || ./build.sh >/dev/null

@@ -125,7 +125,10 @@ public sealed class ImageWriter : IDisposable
         var slot = new PageSlot(headerAt, _sequence++, address, length);
         _offset = headerAt + ImageFormat.RecordHeaderSize + length;
         _index.Add(new IndexEntry(address, length, length, headerAt));
-        _contentChecksums.Add(0);
+        // Writer threads fill in earlier records' checksums meanwhile: an Add that grows the list
+        // must not race with them (their write would land in the old array and be lost).
+        lock (_contentChecksums)
+            _contentChecksums.Add(0);
         _pageBytes += (ulong)length;
         _storedBytes += (ulong)length;
         return slot;
@@ -168,7 +171,8 @@ public sealed class ImageWriter : IDisposable
         if (header.Sequence != _sequence || header.StoredLength != stored.Length || header.Type != RecordType.Pages)
             throw new ArgumentException($"record {header.Sequence} ({header.StoredLength} bytes) where record {_sequence} belongs", nameof(header));
         _index.Add(new IndexEntry(header.Address, header.OriginalLength, header.StoredLength, _offset));
-        _contentChecksums.Add(header.ContentChecksum);
+        lock (_contentChecksums)
+            _contentChecksums.Add(header.ContentChecksum);
         Span<byte> head = stackalloc byte[ImageFormat.RecordHeaderSize];
         header.Write(head, Header.ImageId);
         Stage(head);
@@ -188,7 +192,8 @@ public sealed class ImageWriter : IDisposable
         for (int i = 0; i < _index.Count; i++)
         {
             // Plain records learn their checksum when written, possibly on another thread.
-            _index[i] = _index[i] with { ContentChecksum = _contentChecksums[i] };
+            lock (_contentChecksums)
+                _index[i] = _index[i] with { ContentChecksum = _contentChecksums[i] };
             _index[i].Write(index.AsSpan(i * ImageFormat.IndexEntrySize));
         }
         long indexAt = Append(RecordType.Index, index);

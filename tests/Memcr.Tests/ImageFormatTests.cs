@@ -308,6 +308,39 @@ public sealed class ImageFormatTests : IDisposable
     }
 
     [Fact]
+    public void PlainRecordsWrittenOnOtherThreadsWhileMoreAreReserved_AllHaveTheirChecksumsInTheIndex()
+    {
+        // A checkpoint reserves records on its reading thread while writer threads write earlier
+        // ones: every checksum must reach the index (a lost one made a 30,000-record image unusable).
+        const int Records = 20000;
+        string path = Path.Combine(_dir, "threads.img");
+        var header = new ImageHeader(1234, Page, 62, ImageFlags.Digest, 42, DateTimeOffset.UnixEpoch);
+        var page = new byte[Page];
+        page[7] = 7;
+        ulong checksum = ImageWriter.Checksum(page, 42);
+        using (var file = File.OpenHandle(path, FileMode.CreateNew, FileAccess.ReadWrite))
+        using (var w = new ImageWriter(file, path, header))
+        {
+            w.WriteVmaTable([new ImageVma(0x10000000, 0x10000000 + 2 * Records * Page, 3, VmaKind.Anonymous, 0, Records * Page)]);
+            using var slots = new System.Collections.Concurrent.BlockingCollection<PageSlot>();
+            var writers = Enumerable.Range(0, 2).Select(_ => new Thread(() =>
+            {
+                foreach (var slot in slots.GetConsumingEnumerable())
+                    w.WritePages(slot, page, checksum);
+            })).ToList();
+            writers.ForEach(t => t.Start());
+            for (int i = 0; i < Records; i++)
+                slots.Add(w.ReservePages(0x10000000 + (ulong)i * 2 * Page, Page));
+            slots.CompleteAdding();
+            writers.ForEach(t => t.Join());
+            w.Finish();
+        }
+        using var r = ImageReader.Open(path);
+        Assert.All(r.Index, e => Assert.Equal(checksum, e.ContentChecksum));
+        r.Verify();
+    }
+
+    [Fact]
     public void TruncatedImage_IsRefusedAtEveryLength()
     {
         foreach (var kind in new[] { Plain, Lz4Encrypted })
