@@ -87,6 +87,9 @@ public sealed class EagerPageRestorer(RemoteMemory memory, int parallelism, bool
     {
         var batch = filled.Batch;
         var headers = image.CheckBatch(batch, filled.Data);
+        int pageBytes = 0;
+        for (int i = batch.First; i < batch.First + batch.Count; i++)
+            pageBytes += image.Index[i].Length;
         var transfers = new List<Transfer>(batch.Count);
         int used = 0;
         for (int i = batch.First; i < batch.First + batch.Count; i++)
@@ -95,11 +98,10 @@ public sealed class EagerPageRestorer(RemoteMemory memory, int parallelism, bool
             nint from = filled.Pointer + image.PayloadOffset(batch, i);
             if (!headers[i - batch.First].IsPlain)
             {
-                w.Pages ??= new AlignedBuffer(BatchPageBytes, image.Header.PageSize);
+                var buffer = w.PagesFor(pageBytes, image.Header.PageSize);
                 w.Decoder ??= image.CreateDecoder();
-                var pages = w.Pages.GetSpan().Slice(used, entry.Length);
-                image.Decode(batch, filled.Data, headers, i, w.Decoder, pages);
-                from = w.Pages.Pointer + used;
+                image.Decode(batch, filled.Data, headers, i, w.Decoder, buffer.GetSpan().Slice(used, entry.Length));
+                from = buffer.Pointer + used;
                 used += entry.Length;
             }
             var t = new Transfer(entry.Address, from, entry.Length);
@@ -141,9 +143,23 @@ public sealed class EagerPageRestorer(RemoteMemory memory, int parallelism, bool
     /// <summary>What one writer thread decodes into and reads back into, made when first needed.</summary>
     private sealed class Worker : IDisposable
     {
-        public AlignedBuffer? Pages { get; set; }
+        public AlignedBuffer? Pages { get; private set; }
         public RecordDecoder? Decoder { get; set; }
         public AlignedBuffer? Check { get; set; }
+
+        /// <summary>
+        /// The buffer decoded pages go to, at least <paramref name="bytes"/> long: a record larger
+        /// than a batch's usual pages is read alone, and the buffer grows for it.
+        /// </summary>
+        public AlignedBuffer PagesFor(int bytes, int pageSize)
+        {
+            if (Pages is null || Pages.Length < bytes)
+            {
+                (Pages as IDisposable)?.Dispose();
+                Pages = new AlignedBuffer(Math.Max(BatchPageBytes, bytes), pageSize);
+            }
+            return Pages;
+        }
 
         public void Dispose()
         {
