@@ -213,18 +213,13 @@ public sealed class CheckpointSession : IDisposable
         ulong insn = RemoteSyscall.FindSyscallInstruction(Pid, maps, _arch, _memory);
         using var remote = RemoteSyscall.Open(_tracer, _arch, insn);
         int calls = 0;
-        for (int i = 0; i < _dropTargets.Count;)
+        foreach (var (start, end) in VmaSelector.AdjacentSpans(_dropTargets))
         {
-            int j = i;
-            while (j + 1 < _dropTargets.Count && _dropTargets[j + 1].Vma.Start == _dropTargets[j].Vma.End)
-                j++;
-            ulong start = _dropTargets[i].Vma.Start, end = _dropTargets[j].Vma.End;
             _dropped = true;
             long r = remote.Call(_arch.Syscalls.Madvise, start, end - start, Madvise.DontNeed);
             if (r < 0)
                 throw new SyscallException("madvise(MADV_DONTNEED) in the target", $"pid {Pid} [{start:x}-{end:x}]", (int)-r);
             calls++;
-            i = j + 1;
         }
         _log.Debug($"dropped {_dropTargets.Count} VMAs with {calls} madvise calls");
     }

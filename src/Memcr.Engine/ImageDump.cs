@@ -125,16 +125,7 @@ internal sealed class ImageDump(CheckpointOptions options, Log log, RemoteMemory
             return [];
         if (scanner.ScanSparse(selected[0].Vma.Start, selected[^1].Vma.End) is { } all)
             return all;
-        var runs = new List<PageRun>();
-        for (int i = 0; i < selected.Count;)
-        {
-            int j = i;
-            while (j + 1 < selected.Count && selected[j + 1].Vma.Start == selected[j].Vma.End)
-                j++;
-            runs.AddRange(scanner.Scan(selected[i].Vma.Start, selected[j].Vma.End));
-            i = j + 1;
-        }
-        return runs;
+        return VmaSelector.AdjacentSpans(selected).SelectMany(span => scanner.Scan(span.Start, span.End)).ToList();
     }
 
     /// <summary>A batch of pages read, with each record's place in the image and (plain images) its checksum.</summary>

@@ -62,6 +62,19 @@ public static class VmaSelector
         : vma.IsFile ? VmaKind.File
         : VmaKind.Anonymous;
 
+    /// <summary>The runs of VMAs that touch one another in an address-ordered list, each as one [Start, End) range.</summary>
+    public static IEnumerable<(ulong Start, ulong End)> AdjacentSpans(IReadOnlyList<SelectedVma> vmas)
+    {
+        for (int i = 0; i < vmas.Count;)
+        {
+            int j = i;
+            while (j + 1 < vmas.Count && vmas[j + 1].Vma.Start == vmas[j].Vma.End)
+                j++;
+            yield return (vmas[i].Vma.Start, vmas[j].Vma.End);
+            i = j + 1;
+        }
+    }
+
     public static string ShortName(VmaKind kind) => kind switch
     {
         VmaKind.Heap => "heap",

@@ -34,7 +34,7 @@ public sealed class FilledBatch
 }
 
 /// <summary>
-/// Reads the page batches of an image in file order on a thread of its own, ahead of the threads
+/// Reads the page batches of an image in file order on two threads of its own, ahead of the threads
 /// that check, decode and use them, into at most a fixed number of buffers: reading the disk
 /// overlaps with everything else and memory stays bounded. Reads are large and sequential, and
 /// bypass the page cache (O_DIRECT) unless the image is to stay cached or the file system refuses;
@@ -113,7 +113,7 @@ public sealed class BatchStream : IDisposable
                 var filled = new FilledBatch(batch, buffer, (int)(batch.Start - start), pooled);
                 try
                 {
-                    ReadFully(buffer.Memory.Span[..length], start, batch.Start + batch.Length);
+                    ReadFully(_file, buffer.Memory.Span[..length], start, batch.Start + batch.Length, _align, _image.Path);
                     _filled.Add(filled, _stop.Token);
                 }
                 catch
@@ -138,18 +138,22 @@ public sealed class BatchStream : IDisposable
         }
     }
 
-    /// <summary>Reads from <paramref name="offset"/> into <paramref name="into"/>; at least up to <paramref name="needed"/> must be in the file.</summary>
-    private void ReadFully(Span<byte> into, long offset, long needed)
+    /// <summary>
+    /// Reads from <paramref name="offset"/> into <paramref name="into"/>, at least up to
+    /// <paramref name="needed"/>: an O_DIRECT read (<paramref name="align"/> above 1) covers whole
+    /// blocks, and the file may end inside the last one. Anything shorter is a truncated image.
+    /// </summary>
+    internal static void ReadFully(SafeFileHandle file, Span<byte> into, long offset, long needed, int align, string path)
     {
         int done = 0;
         while (done < into.Length)
         {
-            int n = RandomAccess.Read(_file, into[done..], offset + done);
+            int n = RandomAccess.Read(file, into[done..], offset + done);
             done += n;
-            if (offset + done >= needed && (n == 0 || Direct))
-                return; // the end of the file lies inside the last block of an O_DIRECT read
-            if (n == 0 || n % _align != 0) // an O_DIRECT read stops short only at the end of the file
-                throw new ImageFormatException(_image.Path, offset + done, "truncated: unexpected end of file in page records");
+            if (offset + done >= needed && (n == 0 || align > 1))
+                return;
+            if (n == 0 || n % align != 0) // an O_DIRECT read stops short only at the end of the file
+                throw new ImageFormatException(path, offset + done, "truncated: unexpected end of file in page records");
         }
     }
 

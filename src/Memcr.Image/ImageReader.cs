@@ -267,16 +267,9 @@ public sealed class ImageReader : IDisposable
     /// </summary>
     public RecordHeader[] ReadBatch(in PageBatch batch, Memory<byte> buffer)
     {
-        var into = buffer[..batch.Length];
-        int done = 0;
-        while (done < into.Length)
-        {
-            int n = RandomAccess.Read(_file, into.Span[done..], batch.Start + done);
-            if (n == 0)
-                throw new ImageFormatException(Path, batch.Start + done, "truncated: unexpected end of file in page records");
-            done += n;
-        }
-        return CheckBatch(batch, into.Span);
+        var into = buffer.Span[..batch.Length];
+        BatchStream.ReadFully(_file, into, batch.Start, batch.Start + batch.Length, 1, Path);
+        return CheckBatch(batch, into);
     }
 
     /// <summary>

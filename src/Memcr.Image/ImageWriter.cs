@@ -28,8 +28,8 @@ public sealed class ImageWriter : IDisposable
     private readonly SafeFileHandle _pages;
     private readonly bool _direct;
     private readonly string _path;
+    /// <summary>Writer threads set plain records' checksums here while more are added: used under its lock.</summary>
     private readonly List<IndexEntry> _index = [];
-    private readonly List<ulong> _contentChecksums = [];
     private readonly System.Collections.Concurrent.ConcurrentBag<AlignedBuffer> _blocks = [];
     private readonly AlignedBuffer? _staging;
     private long _stagingStart;
@@ -124,11 +124,10 @@ public sealed class ImageWriter : IDisposable
         long headerAt = ImageFormat.NextPageRecord(_offset, Header.PageSize);
         var slot = new PageSlot(headerAt, _sequence++, address, length);
         _offset = headerAt + ImageFormat.RecordHeaderSize + length;
-        _index.Add(new IndexEntry(address, length, length, headerAt));
         // Writer threads fill in earlier records' checksums meanwhile: an Add that grows the list
         // must not race with them (their write would land in the old array and be lost).
-        lock (_contentChecksums)
-            _contentChecksums.Add(0);
+        lock (_index)
+            _index.Add(new IndexEntry(address, length, length, headerAt));
         _pageBytes += (ulong)length;
         _storedBytes += (ulong)length;
         return slot;
@@ -140,8 +139,9 @@ public sealed class ImageWriter : IDisposable
         if (payload.Length != slot.Length)
             throw new ArgumentException($"payload of {payload.Length} bytes for a record of {slot.Length}", nameof(payload));
         int pageSize = Header.PageSize;
-        lock (_contentChecksums)
-            _contentChecksums[(int)slot.Sequence - 1] = payloadChecksum;
+        int record = (int)slot.Sequence - 1;
+        lock (_index)
+            _index[record] = _index[record] with { ContentChecksum = payloadChecksum };
         if (!_blocks.TryTake(out var block))
             block = new AlignedBuffer(pageSize, pageSize);
         try
@@ -170,9 +170,8 @@ public sealed class ImageWriter : IDisposable
             throw new InvalidOperationException("a plain image takes page records through ReservePages/WritePages");
         if (header.Sequence != _sequence || header.StoredLength != stored.Length || header.Type != RecordType.Pages)
             throw new ArgumentException($"record {header.Sequence} ({header.StoredLength} bytes) where record {_sequence} belongs", nameof(header));
-        _index.Add(new IndexEntry(header.Address, header.OriginalLength, header.StoredLength, _offset));
-        lock (_contentChecksums)
-            _contentChecksums.Add(header.ContentChecksum);
+        lock (_index)
+            _index.Add(new IndexEntry(header.Address, header.OriginalLength, header.StoredLength, _offset, header.ContentChecksum));
         Span<byte> head = stackalloc byte[ImageFormat.RecordHeaderSize];
         header.Write(head, Header.ImageId);
         Stage(head);
@@ -190,12 +189,7 @@ public sealed class ImageWriter : IDisposable
             return;
         var index = new byte[_index.Count * ImageFormat.IndexEntrySize];
         for (int i = 0; i < _index.Count; i++)
-        {
-            // Plain records learn their checksum when written, possibly on another thread.
-            lock (_contentChecksums)
-                _index[i] = _index[i] with { ContentChecksum = _contentChecksums[i] };
             _index[i].Write(index.AsSpan(i * ImageFormat.IndexEntrySize));
-        }
         long indexAt = Append(RecordType.Index, index);
         var end = new byte[ImageFormat.EndPayloadSize];
         BinaryPrimitives.WriteInt64LittleEndian(end, indexAt);

@@ -79,14 +79,9 @@ public sealed class PagemapScanner : IDisposable
     /// </summary>
     public List<PageRun> Scan(ulong start, ulong end)
     {
+        if (ScanSparse(start, end) is { } scanned)
+            return scanned;
         var runs = new List<PageRun>();
-        if (_useScan)
-        {
-            if (TryScanIoctl(start, end, runs))
-                return runs;
-            _useScan = false;
-            runs.Clear();
-        }
         ScanPagemap(start, end, runs);
         return runs;
     }

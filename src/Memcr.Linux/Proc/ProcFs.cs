@@ -9,12 +9,15 @@ public static class ProcFs
 
     public static bool Exists(int pid) => Directory.Exists($"/proc/{pid}");
 
-    public static string ReadText(int pid, string file)
+    public static string ReadText(int pid, string file) => Read(pid, file, File.ReadAllText);
+
+    /// <summary>Reads /proc/PID/<paramref name="file"/> with <paramref name="read"/>, turning "no such file" into <see cref="ProcessGoneException"/>.</summary>
+    private static T Read<T>(int pid, string file, Func<string, T> read)
     {
         string path = PathOf(pid, file);
         try
         {
-            return File.ReadAllText(path);
+            return read(path);
         }
         catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException
                                    || (e is IOException io && io.HResult == Errno.ESRCH))
@@ -42,20 +45,11 @@ public static class ProcFs
     /// The VMAs of /proc/PID/smaps with their VmFlags. Read line by line: a process with 60,000
     /// VMAs has 80 MB of smaps text.
     /// </summary>
-    public static List<Vma> ReadSmaps(int pid)
+    public static List<Vma> ReadSmaps(int pid) => Read(pid, "smaps", path =>
     {
-        string path = PathOf(pid, "smaps");
-        try
-        {
-            using var reader = new StreamReader(path, System.Text.Encoding.ASCII, false, new FileStreamOptions { BufferSize = 64 << 10 });
-            return ParseSmaps(reader);
-        }
-        catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException
-                                   || (e is IOException io && io.HResult == Errno.ESRCH))
-        {
-            throw new ProcessGoneException(pid, $"cannot read {path}: the process has gone");
-        }
-    }
+        using var reader = new StreamReader(path, System.Text.Encoding.ASCII, false, new FileStreamOptions { BufferSize = 64 << 10 });
+        return ParseSmaps(reader);
+    });
 
     public static List<Vma> ParseSmaps(string text) => ParseSmaps(new StringReader(text));
 
