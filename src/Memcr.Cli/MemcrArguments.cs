@@ -24,6 +24,9 @@ public sealed record MemcrArguments
     public bool Checksum { get; init; }
     public Encryption Encryption { get; init; }
 
+    /// <summary>Bytes of I/O buffers all checkpoints and restores may hold at once (--buffer-budget).</summary>
+    public long BufferBudget { get; init; } = Memcr.Linux.Memory.MemoryBudget.DefaultBytes;
+
     /// <summary>File of the persistent encryption key (--key-file, or MEMCR_KEY_FILE when -e is given).</summary>
     public string? KeyFile { get; init; }
 
@@ -57,6 +60,7 @@ public sealed record MemcrArguments
         new('V', "version", ArgumentKind.None),
         new('\0', "verbose", ArgumentKind.None),
         new('\0', "keep-cache", ArgumentKind.None),
+        new('\0', "buffer-budget", ArgumentKind.Required),
     ];
 
     public static MemcrArguments Parse(IReadOnlyList<string> args, Func<string, string?>? environment = null)
@@ -87,6 +91,7 @@ public sealed record MemcrArguments
                 "listen-gid" => result with { ListenGid = ParseGid(o.Value!) },
                 "listen-address" => result with { ListenAddress = o.Value },
                 "timeout" => result with { Timeout = ParseTimeout(o.Value!) },
+                "buffer-budget" => result with { BufferBudget = ParseSize(o.Value!) },
                 // The original's parasite socket: we inject no parasite, so there is no socket to place.
                 "parasite-socket-dir" => result with { ParasiteSocketDir = o.Value },
                 "parasite-socket-gid" or "parasite-socket-netns" => result,
@@ -127,6 +132,25 @@ public sealed record MemcrArguments
         return TimeSpan.FromSeconds(seconds);
     }
 
+    /// <summary>A size in bytes, or with a K, M or G suffix (KiB, MiB, GiB); at least <see cref="Memcr.Linux.Memory.MemoryBudget.MinimumBytes"/>.</summary>
+    internal static long ParseSize(string text)
+    {
+        var digits = text.AsSpan().TrimEnd("bB");
+        long unit = 1;
+        char suffix = digits.Length > 0 ? char.ToUpperInvariant(digits[^1]) : '\0';
+        if (suffix is 'K' or 'M' or 'G')
+        {
+            unit = suffix switch { 'K' => 1L << 10, 'M' => 1L << 20, _ => 1L << 30 };
+            digits = digits[..^1];
+        }
+        const long Least = Memcr.Linux.Memory.MemoryBudget.MinimumBytes;
+        if (!long.TryParse(digits, NumberStyles.None, CultureInfo.InvariantCulture, out long n) || n > (1L << 40) / unit)
+            throw new GetOptException($"invalid buffer budget '{text}': give a size such as 16M");
+        if (n * unit < Least)
+            throw new GetOptException($"buffer budget '{text}' is too small: a checkpoint needs at least {Least >> 20}M of buffers");
+        return n * unit;
+    }
+
     // The original accepts the algorithm names in either case (-z ZSTD, --compress=LZ4).
     private static Codec ParseCodec(string? name) => name?.ToLowerInvariant() switch
     {
@@ -156,6 +180,7 @@ public sealed record MemcrArguments
         Checksum = Checksum,
         Encryption = Encryption,
         Key = key,
+        Budget = new Memcr.Linux.Memory.MemoryBudget(BufferBudget),
     };
 
     private static int ParsePid(string text)
@@ -209,5 +234,8 @@ public sealed record MemcrArguments
              --verbose               more detail, and stack traces on errors
              --keep-cache            leave the image in the page cache (by default it is written
                                      back and evicted so that the memory is really freed)
+             --buffer-budget SIZE    memory for I/O buffers, shared by all checkpoints and restores
+                                     at once (they wait for buffers rather than use more): 16M by
+                                     default, at least 8M; K, M, G suffixes
         """;
 }

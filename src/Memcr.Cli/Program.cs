@@ -5,6 +5,7 @@ using Memcr.Cli;
 using Memcr.Engine;
 using Memcr.Image;
 using Memcr.Linux;
+using Memcr.Linux.Memory;
 
 return MemcrProgram.Run(args);
 
@@ -124,7 +125,11 @@ internal static class MemcrProgram
             }
             using var held = session;
             if (!a.NoWait)
+            {
+                // Parked for as long as the user likes: hold no more memory than waiting needs.
+                MemoryTrim.Now();
                 WaitForEnter(session, log, interrupted.Token);
+            }
             session.Restore();
             return 0;
         }

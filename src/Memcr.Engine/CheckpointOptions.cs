@@ -43,10 +43,11 @@ public sealed record CheckpointOptions
     public Action<CheckpointSession>? BeforeDrop { get; init; }
 
     /// <summary>
-    /// Pool the 4 MiB read buffers come from (a service shares one among all checkpoints to bound
-    /// its memory); null: six buffers of this checkpoint's own.
+    /// The memory budget the checkpoint's and the restore's I/O buffers are granted from (memcr
+    /// --buffer-budget; a service shares one among all its operations); null: a budget of
+    /// <see cref="MemoryBudget.DefaultBytes"/> for this process alone.
     /// </summary>
-    public BufferPool? ReadBuffers { get; init; }
+    public MemoryBudget? Budget { get; init; }
 
     /// <summary>Threads used to compress and encrypt pages at checkpoint.</summary>
     public int EncodeThreads { get; init; } = Math.Max(1, Math.Min(Environment.ProcessorCount, 8));

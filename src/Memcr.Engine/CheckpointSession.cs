@@ -16,9 +16,6 @@ namespace Memcr.Engine;
 /// </summary>
 public sealed class CheckpointSession : IDisposable
 {
-    /// <summary>Size of a read buffer (see <see cref="CheckpointOptions.ReadBuffers"/>).</summary>
-    public const int ReadBufferBytes = ImageDump.ReadBufferBytes;
-
     private readonly CheckpointOptions _options;
     private readonly Log _log;
     private readonly Tracer _tracer;
@@ -26,14 +23,16 @@ public sealed class CheckpointSession : IDisposable
     private readonly CpuArchitecture _arch = CpuArchitecture.Current;
     private readonly ulong _imageId;
     private readonly byte[]? _key;
-    private List<SelectedVma> _dropTargets = [];
+    /// <summary>Runs of adjacent VMAs that had pages to save: what is dropped (a few, for tens of thousands of VMAs).</summary>
+    private List<(ulong Start, ulong End)> _dropSpans = [];
+    private int _dropVmas;
     private bool _dropped;
     private bool _imageExists;
     private bool _over;
 
     private CheckpointSession(CheckpointOptions options, Log log, Tracer tracer, ulong? imageId = null)
     {
-        _imageId = imageId ?? BitConverter.ToUInt64(RandomNumberGenerator.GetBytes(8));
+        _imageId = imageId ?? NewImageId();
         _options = options;
         _log = log;
         _tracer = tracer;
@@ -47,6 +46,18 @@ public sealed class CheckpointSession : IDisposable
     }
 
     public int Pid => _options.Pid;
+
+    /// <summary>
+    /// A random image id. It names an image, it guards nothing (keys and salts come from the
+    /// cryptographic generator): the system's random bytes without loading the crypto library,
+    /// which would add megabytes to memcr's RSS for a plain checkpoint.
+    /// </summary>
+    private static ulong NewImageId()
+    {
+        Span<byte> id = stackalloc byte[8];
+        Random.Shared.NextBytes(id);
+        return BitConverter.ToUInt64(id);
+    }
 
     /// <summary>The random id of this checkpoint's image (its header's image id).</summary>
     public ulong ImageId => _imageId;
@@ -152,8 +163,15 @@ public sealed class CheckpointSession : IDisposable
         _startedDownload = _lap = Stopwatch.GetTimestamp();
         var dump = new ImageDump(_options, _log, _memory, _imageId, _key);
         var plan = dump.Plan(selected);
-        _dropTargets = dump.DropTargets;
+        _dropSpans = VmaSelector.AdjacentSpans(dump.DropTargets).ToList();
+        _dropVmas = dump.DropTargets.Count;
         Lap("page scan");
+        if (selected.Count >= ManyVmas)
+        {
+            // Reading smaps and planning made garbage in proportion to the VMAs: gone before the buffers come.
+            MemoryTrim.CollectGarbage();
+            Lap("garbage collection");
+        }
         cancel.ThrowIfCancellationRequested();
         try
         {
@@ -190,6 +208,9 @@ public sealed class CheckpointSession : IDisposable
         RssStats.Show(_log, Before, After);
     }
 
+    /// <summary>From this many VMAs on, the garbage of planning is collected before the pages are read.</summary>
+    private const int ManyVmas = 1000;
+
     private long _startedDownload;
     private long _lap;
 
@@ -207,13 +228,13 @@ public sealed class CheckpointSession : IDisposable
     /// </summary>
     private void Drop()
     {
-        if (_dropTargets.Count == 0)
+        if (_dropSpans.Count == 0)
             return;
-        var maps = ProcFs.ReadMaps(Pid);
-        ulong insn = RemoteSyscall.FindSyscallInstruction(Pid, maps, _arch, _memory);
+        var code = ProcFs.ReadMaps(Pid, RemoteSyscall.MayHoldSyscallInstruction);
+        ulong insn = RemoteSyscall.FindSyscallInstruction(Pid, code, _arch, _memory);
         using var remote = RemoteSyscall.Open(_tracer, _arch, insn);
         int calls = 0;
-        foreach (var (start, end) in VmaSelector.AdjacentSpans(_dropTargets))
+        foreach (var (start, end) in _dropSpans)
         {
             _dropped = true;
             long r = remote.Call(_arch.Syscalls.Madvise, start, end - start, Madvise.DontNeed);
@@ -221,7 +242,7 @@ public sealed class CheckpointSession : IDisposable
                 throw new SyscallException("madvise(MADV_DONTNEED) in the target", $"pid {Pid} [{start:x}-{end:x}]", (int)-r);
             calls++;
         }
-        _log.Debug($"dropped {_dropTargets.Count} VMAs with {calls} madvise calls");
+        _log.Debug($"dropped {_dropVmas} VMAs with {calls} madvise calls");
     }
 
     /// <summary>
@@ -348,7 +369,7 @@ public sealed class CheckpointSession : IDisposable
         Lap("image check");
         if (!_dropped)
             return; // nothing was dropped: the target's memory is intact
-        new EagerPageRestorer(_memory, _options.Parallelism, _options.KeepImageCached, _options.Checksum).Restore(image, ProcFs.ReadMaps(Pid));
+        new EagerPageRestorer(_memory, _options.Parallelism, _options.Budget ?? new MemoryBudget(), _options.KeepImageCached, _options.Checksum, _log).Restore(image, ProcFs.ReadMaps(Pid));
         Lap("pages written back");
     }
 

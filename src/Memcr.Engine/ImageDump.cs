@@ -13,15 +13,7 @@ namespace Memcr.Engine;
 internal sealed class ImageDump(CheckpointOptions options, Log log, RemoteMemory memory, ulong imageId, byte[]? key)
 {
     /// <summary>Largest record: pages of one run are split into records of at most this size.</summary>
-    private const int RecordBytes = 1 << 20;
-
-    /// <summary>One process_vm_readv call fills a buffer of this size (up to IOV_MAX records).</summary>
-    private const int BatchBytes = ReadBufferBytes;
-
-    /// <summary>Size of a read buffer (see <see cref="CheckpointOptions.ReadBuffers"/>).</summary>
-    public const int ReadBufferBytes = 4 << 20;
-
-    private const int Buffers = 6;
+    private const int RecordBytes = CheckpointBuffers.RecordBytes;
 
     /// <summary>Writeback of the image is started every this many bytes so that the final fdatasync is short.</summary>
     private const long WritebackStep = 64L << 20;
@@ -167,6 +159,11 @@ internal sealed class ImageDump(CheckpointOptions options, Log log, RemoteMemory
         using var cipherScope = cipher;
         if (packed)
             _log.Debug($"records: {_options.Codec} ({Compression.Implementations}), {ImageCipher.Name(_options.Encryption)}");
+        // Buffers are granted before the image is made: in a busy service this may wait for others.
+        var (least, wanted) = CheckpointBuffers.Ask(packed, _options.EncodeThreads, pageSize);
+        using var grant = (_options.Budget ?? new MemoryBudget()).Acquire(least, wanted, cancel);
+        var layout = CheckpointBuffers.For(grant, packed, _options.EncodeThreads, pageSize);
+        _log.Debug($"buffers: {grant.Bytes >> 10} kB granted; {layout}");
 
         using var stream = new FileStream(path, new FileStreamOptions
         {
@@ -197,16 +194,12 @@ internal sealed class ImageDump(CheckpointOptions options, Log log, RemoteMemory
         // dirty pages (and then write back and evict), and no fresh memory to fault in for it.
         using var direct = _options.KeepImageCached ? null : FileOps.OpenDirect(path, write: true);
         _log.Debug(direct is null ? "writing pages through the page cache" : "writing pages with O_DIRECT");
-        using var writer = new ImageWriter(file, path, header, direct);
+        using var writer = new ImageWriter(file, path, header, direct, layout.StagingBytes);
         writer.WriteVmaTable(plan.Vmas);
 
         var buffers = new List<IDisposable>();
-        // Read buffers come from the service's shared pool, or from one of this checkpoint's own.
-        if (_options.ReadBuffers is { Size: not BatchBytes } wrong)
-            throw new ArgumentException($"read buffers of {wrong.Size} bytes; checkpoints read {BatchBytes} bytes at a time");
-        using var ownPool = _options.ReadBuffers is null ? new BufferPool(Buffers, BatchBytes) : null;
-        using var free = (_options.ReadBuffers ?? ownPool!).Borrow();
-        using var full = new BlockingCollection<Batch>(Buffers);
+        using var free = new BufferPool(layout.Reads, layout.ReadBytes);
+        using var full = new BlockingCollection<Batch>(layout.Reads);
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancel);
         Exception? writeError = null;
         void Fail(Exception e)
@@ -218,7 +211,7 @@ internal sealed class ImageDump(CheckpointOptions options, Log log, RemoteMemory
         try
         {
             if (packed)
-                threads.AddRange(PackedWriters(writer, cipher, free, full, buffers, Fail, stop.Token));
+                threads.AddRange(PackedWriters(writer, cipher, layout, free, full, buffers, Fail, stop.Token));
             else
                 threads.AddRange(PlainWriters(writer, file, direct is not null, free, full, Fail, stop.Token));
             threads.ForEach(t => t.Start());
@@ -259,7 +252,7 @@ internal sealed class ImageDump(CheckpointOptions options, Log log, RemoteMemory
     }
 
     /// <summary>Plain images: writer threads put each record straight from the read buffer in its reserved place.</summary>
-    private List<Thread> PlainWriters(ImageWriter writer, Microsoft.Win32.SafeHandles.SafeFileHandle file, bool direct, BufferPool.Lease free,
+    private List<Thread> PlainWriters(ImageWriter writer, Microsoft.Win32.SafeHandles.SafeFileHandle file, bool direct, BufferPool free,
         BlockingCollection<Batch> full, Action<Exception> fail, CancellationToken stop)
     {
         // Two writers keep two direct writes in flight; through the page cache one is enough
@@ -297,16 +290,16 @@ internal sealed class ImageDump(CheckpointOptions options, Log log, RemoteMemory
     /// Packed images: encoder threads compress and encrypt batches in parallel into output buffers;
     /// one writer thread appends them to the image in file order.
     /// </summary>
-    private List<Thread> PackedWriters(ImageWriter writer, ImageCipher? cipher, BufferPool.Lease free,
+    private List<Thread> PackedWriters(ImageWriter writer, ImageCipher? cipher, CheckpointBuffers layout, BufferPool free,
         BlockingCollection<Batch> full, List<IDisposable> owned, Action<Exception> fail, CancellationToken stop)
     {
-        int encoders = _options.EncodeThreads;
-        int outputBytes = BatchBytes + 1024 * ImageFormat.TagSize;
-        var outputs = new BlockingCollection<AlignedBuffer>(encoders + 2);
-        var encoded = new BlockingCollection<EncodedBatch>(encoders + 2);
+        int encoders = layout.Encoders;
+        int outputBytes = CheckpointBuffers.OutputBytes(layout.ReadBytes, Environment.SystemPageSize);
+        var outputs = new BlockingCollection<AlignedBuffer>(layout.Outputs);
+        var encoded = new BlockingCollection<EncodedBatch>(layout.Outputs);
         owned.Add(outputs);
         owned.Add(encoded);
-        for (int i = 0; i < encoders + 2; i++)
+        for (int i = 0; i < layout.Outputs; i++)
         {
             var b = new AlignedBuffer(outputBytes, Environment.SystemPageSize);
             owned.Add(b);
@@ -395,7 +388,7 @@ internal sealed class ImageDump(CheckpointOptions options, Log log, RemoteMemory
         new($"cannot write image {ImagePath}: {e.Message}; the target was left running untouched", e);
 
     /// <summary>Reads the planned records in batches, checksums them, and hands them to the writer.</summary>
-    private void ReadBatches(CheckpointPlan plan, ImageWriter writer, BufferPool.Lease free, BlockingCollection<Batch> full, CancellationToken cancel)
+    private void ReadBatches(CheckpointPlan plan, ImageWriter writer, BufferPool free, BlockingCollection<Batch> full, CancellationToken cancel)
     {
         bool packed = writer.Header.Packed;
         var segments = plan.Records.Select(r => new PageSegment(r.Address, r.Length, r.Forced)).ToList();

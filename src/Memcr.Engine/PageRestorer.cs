@@ -24,15 +24,11 @@ public interface IPageRestorer
 /// read-only and PROT_NONE ones. A record's pages are written only once it is checked. With
 /// <paramref name="readBack"/> (memcr -c) every record is read back from the target once written
 /// and compared with its content checksum. With <paramref name="keepCache"/> the image is read
-/// through the page cache and left there; otherwise it is read with O_DIRECT.
+/// through the page cache and left there; otherwise it is read with O_DIRECT. Its buffers are
+/// granted by <paramref name="budget"/> and sized to fit the grant (<see cref="RestoreBuffers"/>).
 /// </summary>
-public sealed class EagerPageRestorer(RemoteMemory memory, int parallelism, bool keepCache = false, bool readBack = false) : IPageRestorer
+public sealed class EagerPageRestorer(RemoteMemory memory, int parallelism, MemoryBudget budget, bool keepCache = false, bool readBack = false, Log? log = null) : IPageRestorer
 {
-    /// <summary>Pages of one batch (what a compressed batch decodes to), at most.</summary>
-    private const int BatchPageBytes = 4 << 20;
-
-    /// <summary>Batches read ahead of the writers.</summary>
-    private const int ReadAhead = 2;
 
     public void Restore(ImageReader image, IReadOnlyList<Vma> currentVmas)
     {
@@ -44,9 +40,14 @@ public sealed class EagerPageRestorer(RemoteMemory memory, int parallelism, bool
                 $"pages 0x{entry.Address:x}-0x{entry.End:x} of the image are no longer mapped in pid {memory.Pid}");
         }
 
-        var batches = BatchStream.Plan(image, BatchPageBytes);
         int workers = Math.Max(1, parallelism);
-        using var stream = new BatchStream(image, batches, workers + ReadAhead, keepCache);
+        bool packed = image.Header.Packed;
+        int checkBytes = readBack && image.Index.Count > 0 ? image.Index.Max(e => e.Length) : 0;
+        var (least, wanted) = RestoreBuffers.Ask(workers, packed, checkBytes, image.Header.PageSize);
+        using var grant = budget.Acquire(least, wanted);
+        var layout = RestoreBuffers.For(grant, workers, packed, checkBytes, image.Header.PageSize);
+        log?.Debug($"buffers: {grant.Bytes >> 10} kB granted; {layout}");
+        using var stream = new BatchStream(image, layout.ReadBytes, packed ? layout.PageBytes : layout.ReadBytes, layout.Reads, keepCache);
         var failures = new ConcurrentQueue<Exception>();
         var threads = new Thread[workers];
         for (int t = 0; t < workers; t++)
@@ -55,7 +56,7 @@ public sealed class EagerPageRestorer(RemoteMemory memory, int parallelism, bool
             {
                 try
                 {
-                    using var w = new Worker();
+                    using var w = new Worker(layout.PageBytes);
                     while (stream.TryTake(out var batch))
                     {
                         try
@@ -130,7 +131,7 @@ public sealed class EagerPageRestorer(RemoteMemory memory, int parallelism, bool
         for (int i = batch.First; i < batch.First + batch.Count; i++)
         {
             var entry = image.Index[i];
-            w.Check ??= new AlignedBuffer(image.Index.Max(e => e.Length), image.Header.PageSize);
+            w.Check ??= new AlignedBuffer(Math.Max(1, image.Index.Max(e => e.Length)), image.Header.PageSize);
             memory.ReadMem(new Transfer(entry.Address, w.Check.Pointer, entry.Length));
             if (ImageWriter.Checksum(w.Check.GetSpan()[..entry.Length], image.Header.ImageId) != headers[i - batch.First].ContentChecksum)
             {
@@ -141,7 +142,7 @@ public sealed class EagerPageRestorer(RemoteMemory memory, int parallelism, bool
     }
 
     /// <summary>What one writer thread decodes into and reads back into, made when first needed.</summary>
-    private sealed class Worker : IDisposable
+    private sealed class Worker(int pageBytes) : IDisposable
     {
         public AlignedBuffer? Pages { get; private set; }
         public RecordDecoder? Decoder { get; set; }
@@ -149,14 +150,14 @@ public sealed class EagerPageRestorer(RemoteMemory memory, int parallelism, bool
 
         /// <summary>
         /// The buffer decoded pages go to, at least <paramref name="bytes"/> long: a record larger
-        /// than a batch's usual pages is read alone, and the buffer grows for it.
+        /// than a batch's planned pages is read alone, and the buffer grows for it.
         /// </summary>
         public AlignedBuffer PagesFor(int bytes, int pageSize)
         {
             if (Pages is null || Pages.Length < bytes)
             {
                 (Pages as IDisposable)?.Dispose();
-                Pages = new AlignedBuffer(Math.Max(BatchPageBytes, bytes), pageSize);
+                Pages = new AlignedBuffer(Math.Max(pageBytes, bytes), pageSize);
             }
             return Pages;
         }

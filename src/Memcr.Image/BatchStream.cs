@@ -44,8 +44,8 @@ public sealed class FilledBatch
 public sealed class BatchStream : IDisposable
 {
     /// <summary>
-    /// Bytes of the file one read takes, at most (a larger record is read alone, into a buffer of
-    /// its own): four plain 1 MiB records with their padding pages. Reads of about 4 MiB ran here at
+    /// Bytes of the file one read takes when memory allows (a larger record is read alone, into a
+    /// buffer of its own): four plain 1 MiB records with their padding pages. Reads of about 4 MiB ran here at
     /// 1.5–2.5 times the speed of 3 MiB ones.
     /// </summary>
     public const int ReadBytes = (4 << 20) + (64 << 10);
@@ -54,7 +54,7 @@ public sealed class BatchStream : IDisposable
     private const int Readers = 2;
 
     private readonly ImageReader _image;
-    private readonly IReadOnlyList<PageBatch> _batches;
+    private readonly List<PageBatch> _batches;
     private readonly SafeFileHandle _file;
     private readonly bool _keepCache;
     private readonly BufferPool _pool;
@@ -67,21 +67,23 @@ public sealed class BatchStream : IDisposable
     private Exception? _error;
 
     /// <summary>
-    /// Starts reading <paramref name="batches"/> (planned with <see cref="Plan"/>) into
-    /// <paramref name="buffers"/> buffers. With <paramref name="keepCache"/> the image is read
+    /// Starts reading the image's page records in batches of whole records, up to
+    /// <paramref name="readBytes"/> of the file and <paramref name="maxPageBytes"/> of pages each,
+    /// into <paramref name="buffers"/> buffers (of <paramref name="readBytes"/> and a page on either
+    /// side: an O_DIRECT read is aligned). With <paramref name="keepCache"/> the image is read
     /// through the page cache and left there.
     /// </summary>
-    public BatchStream(ImageReader image, IReadOnlyList<PageBatch> batches, int buffers, bool keepCache)
+    public BatchStream(ImageReader image, int readBytes, int maxPageBytes, int buffers, bool keepCache)
     {
         _image = image;
-        _batches = batches;
+        _batches = image.PlanBatches(readBytes, maxPageBytes);
         _keepCache = keepCache;
         _file = image.Reopen(direct: !keepCache, out bool direct);
         Direct = direct;
         _align = direct ? image.Header.PageSize : 1;
         if (!direct)
             FileOps.AdviseSequential(_file);
-        _pool = new BufferPool(buffers, ReadBytes + 2 * image.Header.PageSize);
+        _pool = new BufferPool(buffers, readBytes + 2 * image.Header.PageSize);
         _filled = new BlockingCollection<FilledBatch>(buffers);
         _readers = new Thread[Readers];
         _reading = Readers;
@@ -95,8 +97,8 @@ public sealed class BatchStream : IDisposable
     /// <summary>The image is read with O_DIRECT.</summary>
     public bool Direct { get; }
 
-    /// <summary>The batches a stream reads: whole records, up to <see cref="ReadBytes"/> of the file and <paramref name="maxPageBytes"/> of pages each.</summary>
-    public static List<PageBatch> Plan(ImageReader image, int maxPageBytes) => image.PlanBatches(ReadBytes, maxPageBytes);
+    /// <summary>The batches the stream reads, in file order.</summary>
+    public IReadOnlyList<PageBatch> Batches => _batches;
 
     private void Read()
     {

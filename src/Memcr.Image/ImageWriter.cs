@@ -22,8 +22,6 @@ namespace Memcr.Image;
 /// </summary>
 public sealed class ImageWriter : IDisposable
 {
-    private const int StagingBytes = 8 << 20;
-
     private readonly SafeFileHandle _file;
     private readonly SafeFileHandle _pages;
     private readonly bool _direct;
@@ -40,7 +38,11 @@ public sealed class ImageWriter : IDisposable
     private ulong _storedBytes;
     private bool _finished;
 
-    public ImageWriter(SafeFileHandle file, string path, ImageHeader header, SafeFileHandle? pageFile = null)
+    /// <summary>
+    /// Starts an image. Packed records are staged in a buffer of <paramref name="stagingBytes"/>
+    /// (a multiple of the page size) and written a full buffer at a time.
+    /// </summary>
+    public ImageWriter(SafeFileHandle file, string path, ImageHeader header, SafeFileHandle? pageFile = null, int stagingBytes = 8 << 20)
     {
         _file = file;
         _pages = pageFile ?? file;
@@ -51,7 +53,9 @@ public sealed class ImageWriter : IDisposable
         header.Write(bytes);
         if (header.Packed)
         {
-            _staging = new AlignedBuffer(StagingBytes, Math.Max(header.PageSize, 4096));
+            if (stagingBytes <= 0 || stagingBytes % header.PageSize != 0)
+                throw new ArgumentException($"a staging buffer of {stagingBytes} bytes is not a whole number of pages", nameof(stagingBytes));
+            _staging = new AlignedBuffer(stagingBytes, Math.Max(header.PageSize, 4096));
             Stage(bytes);
         }
         else

@@ -50,8 +50,11 @@ public sealed class MemcrService : IDisposable
     private readonly CancellationTokenSource _stop = new();
     private readonly List<Task> _connections = [];
 
-    /// <summary>Read buffers shared by every checkpoint: 16 of 4 MiB, however many run at once.</summary>
-    private readonly BufferPool _readBuffers = new(16, CheckpointSession.ReadBufferBytes);
+    /// <summary>The buffers of every checkpoint and restore come from this one budget, however many run at once.</summary>
+    private readonly MemoryBudget _budget;
+
+    /// <summary>Gives memory back to the kernel a moment after the last operation has been answered.</summary>
+    private readonly Timer _trim;
     private Socket? _listener;
     private string? _socketPath;
     private volatile bool _stopping;
@@ -60,6 +63,26 @@ public sealed class MemcrService : IDisposable
     {
         _options = options;
         _log = log;
+        _budget = options.Checkpoint.Budget ?? new MemoryBudget();
+        _trim = new Timer(_ =>
+        {
+            if (_budget.InUse != 0)
+                return;
+            MemoryTrim.Now();
+            _log.Debug($"idle: memory given back, RSS {Environment.WorkingSet >> 10} kB");
+            // A second pass, once the threads that were busy until the first have gone back to sleep.
+            if (Interlocked.Exchange(ref _trimPasses, 1) == 0)
+                _trim!.Change(TimeSpan.FromMilliseconds(500), Timeout.InfiniteTimeSpan);
+        });
+    }
+
+    private int _trimPasses;
+
+    /// <summary>Each answer puts the trim off again: it comes once the service has had nothing to do for a moment.</summary>
+    private void ScheduleTrim()
+    {
+        Interlocked.Exchange(ref _trimPasses, 0);
+        _trim.Change(TimeSpan.FromMilliseconds(250), Timeout.InfiniteTimeSpan);
     }
 
     /// <summary>Where it listens, for messages.</summary>
@@ -180,6 +203,7 @@ public sealed class MemcrService : IDisposable
     public async Task RunAsync()
     {
         _log.Milestone($"memcr service listening on {Location}");
+        ScheduleTrim(); // what starting up (and taking over the journal) left behind
         try
         {
             while (!_stop.IsCancellationRequested)
@@ -359,12 +383,13 @@ public sealed class MemcrService : IDisposable
                 return MemcrResponse.Error;
             }
             log.Step("checkpoint requested");
-            var options = _options.Checkpoint with { Pid = pid, ReadBuffers = _readBuffers };
+            var options = _options.Checkpoint with { Pid = pid, Budget = _budget };
             worker = TargetWorker.Checkpoint(options, log, _options.Timeout, _options.PersistentKey, Forget);
             _targets[pid] = worker;
         }
         var result = await worker.Checkpointed.ConfigureAwait(false);
         log.Info(result == MemcrResponse.Ok ? "checkpointed" : "checkpoint failed");
+        ScheduleTrim();
         return result;
     }
 
@@ -391,6 +416,7 @@ public sealed class MemcrService : IDisposable
         }
         var result = await restore.ConfigureAwait(false);
         log.Info(result == MemcrResponse.Ok ? "restored" : "restore failed");
+        ScheduleTrim();
         return result;
     }
 
@@ -438,8 +464,8 @@ public sealed class MemcrService : IDisposable
 
     public void Dispose()
     {
+        _trim.Dispose();
         _listener?.Dispose();
         _stop.Dispose();
-        _readBuffers.Dispose();
     }
 }

@@ -280,7 +280,7 @@ public sealed class ImageFormatTests : IDisposable
         var w = Write(21, 60, kind: packed ? Lz4Encrypted : Plain);
         using var r = ImageReader.Open(w.Path, key: Key256);
         // Small batches, so that the readers and the takers overlap over many of them.
-        using var stream = new BatchStream(r, r.PlanBatches(6 * Page, 8 * Page), 3, keepCache);
+        using var stream = new BatchStream(r, 6 * Page, 8 * Page, 3, keepCache);
         using (var probe = Linux.FileOps.OpenDirect(w.Path, write: false))
             Assert.Equal(!keepCache && probe is not null, stream.Direct);
         var records = Drain(r, stream);
@@ -301,7 +301,7 @@ public sealed class ImageFormatTests : IDisposable
             var w = Write(kind == Plain ? 22 : 23, 60, kind: kind);
             using var r = ImageReader.Open(w.Path, key: Key256);
             FileOpsTruncate(w.Path, r.Index[30].FileOffset + 100);
-            using var stream = new BatchStream(r, r.PlanBatches(6 * Page, 8 * Page), 3, keepCache: false);
+            using var stream = new BatchStream(r, 6 * Page, 8 * Page, 3, keepCache: false);
             var e = Assert.Throws<ImageFormatException>(() => Drain(r, stream));
             Assert.Contains("truncated: unexpected end of file in page records", e.Message);
         }

@@ -1,11 +1,12 @@
 /*
  * A checkpoint target with tens of thousands of mappings and, if asked, hundreds of threads.
  *
- *   manyvmas DIR MB [THREADS] [sparse]
+ *   manyvmas DIR MB [THREADS] [sparse|flat]
  *
  * Maps MB MiB of anonymous memory, fills it with a pattern and makes every other page read-only
  * (mprotect), so the kernel keeps one VMA per page: 240 MiB gives about 60,000 VMAs, as a JVM or a
- * browser renderer has. With "sparse", every other page is unmapped instead of made read-only, so
+ * browser renderer has. With "flat", nothing is changed: the same data in one VMA, to compare with.
+ * With "sparse", every other page is unmapped instead of made read-only, so
  * no two VMAs touch. THREADS threads (default 0) each keep a pattern in a stack array and block in
  * pthread_cond_wait; CHECK wakes them all to verify it. Writes "READY <pid>" to DIR/report and answers commands from DIR/cmd like
  * memtest: CHECK [RT] verifies everything and answers "REPORT ok=0|1 ...", EXIT exits.
@@ -58,19 +59,20 @@ int main(int argc, char **argv)
 {
 	char path[4096], line[256];
 	if (argc < 3) {
-		fprintf(stderr, "usage: manyvmas DIR MB [THREADS] [sparse]\n");
+		fprintf(stderr, "usage: manyvmas DIR MB [THREADS] [sparse|flat]\n");
 		return 2;
 	}
 	long page = sysconf(_SC_PAGESIZE);
 	size_t size = (size_t)atol(argv[2]) << 20, pages = size / page;
 	int threads = argc > 3 ? atoi(argv[3]) : 0;
 	int sparse = argc > 4 && strcmp(argv[4], "sparse") == 0;
+	int flat = argc > 4 && strcmp(argv[4], "flat") == 0;
 	uint8_t *area = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (area == MAP_FAILED)
 		return 2;
 	for (size_t i = 0; i < size / 8; i++)
 		((uint64_t *)area)[i] = mix(i);
-	for (size_t p = 1; p < pages; p += 2) {
+	for (size_t p = 1; p < pages && !flat; p += 2) {
 		int r = sparse ? munmap(area + p * page, page) : mprotect(area + p * page, page, PROT_READ);
 		if (r < 0) {
 			perror(sparse ? "munmap" : "mprotect");

@@ -25,6 +25,10 @@ internal static partial class Interop
         [LibraryImport("libc", EntryPoint = "munmap", SetLastError = true)]
         internal static partial int munmap(nint addr, nuint length);
 
+        /// <summary>glibc: gives the free memory of every malloc arena back to the kernel.</summary>
+        [LibraryImport("libc", EntryPoint = "malloc_trim")]
+        internal static partial int malloc_trim(nuint pad);
+
         [LibraryImport("libc", EntryPoint = "madvise", SetLastError = true)]
         internal static partial int madvise(nint addr, nuint length, int advice);
 
@@ -35,6 +39,7 @@ internal static partial class Interop
         internal const int PROT_WRITE = 2;
         internal const int MAP_SHARED = 1;
         internal const int MAP_PRIVATE = 2;
+        internal const int MAP_ANONYMOUS = 0x20;
         internal const int MADV_SEQUENTIAL = 2;
         internal const int MADV_WILLNEED = 3;
         internal const int MADV_DONTNEED = Memory.Madvise.DontNeed;

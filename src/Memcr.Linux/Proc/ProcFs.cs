@@ -26,8 +26,22 @@ public static class ProcFs
         }
     }
 
-    /// <summary>The VMAs of /proc/PID/maps.</summary>
-    public static List<Vma> ReadMaps(int pid) => ParseMaps(ReadText(pid, "maps"));
+    /// <summary>
+    /// The VMAs of /proc/PID/maps (those <paramref name="keep"/> accepts, if given), read line by
+    /// line: a process can have tens of thousands.
+    /// </summary>
+    public static List<Vma> ReadMaps(int pid, Predicate<Vma>? keep = null) => Read(pid, "maps", path =>
+    {
+        using var reader = new StreamReader(path, System.Text.Encoding.ASCII, false, new FileStreamOptions { BufferSize = 64 << 10 });
+        var vmas = new List<Vma>();
+        while (reader.ReadLine() is { Length: > 0 } line)
+        {
+            var vma = Vma.ParseMapsLine(line);
+            if (keep is null || keep(vma))
+                vmas.Add(vma);
+        }
+        return vmas;
+    });
 
     public static List<Vma> ParseMaps(string text)
     {

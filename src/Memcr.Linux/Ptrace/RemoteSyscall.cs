@@ -98,7 +98,7 @@ public sealed class RemoteSyscall : IDisposable
     public static ulong FindSyscallInstruction(int pid, IReadOnlyList<Vma> vmas, CpuArchitecture arch, RemoteMemory memory)
     {
         var candidates = vmas.Where(v => v.Path == "[vdso]")
-            .Concat(vmas.Where(v => v.IsFile && (v.Protection & Protection.Exec) != 0 && v.IsReadable));
+            .Concat(vmas.Where(v => v.Path != "[vdso]" && MayHoldSyscallInstruction(v)));
         var insn = arch.SyscallInstruction;
         var buffer = new byte[64 * 1024];
         foreach (var vma in candidates)
@@ -121,6 +121,9 @@ public sealed class RemoteSyscall : IDisposable
         }
         throw new InvalidOperationException($"no syscall instruction found in the code of pid {pid}");
     }
+
+    /// <summary>The mappings <see cref="FindSyscallInstruction"/> looks in: the vDSO, then readable code of files.</summary>
+    public static bool MayHoldSyscallInstruction(Vma v) => v.Path == "[vdso]" || (v.IsFile && (v.Protection & Protection.Exec) != 0 && v.IsReadable);
 
     private static unsafe bool TryRead(RemoteMemory memory, ulong at, byte[] buffer, int len)
     {
