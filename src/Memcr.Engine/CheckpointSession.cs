@@ -48,9 +48,9 @@ public sealed class CheckpointSession : IDisposable
     public int Pid => _options.Pid;
 
     /// <summary>
-    /// A random image id. It names an image, it guards nothing (keys and salts come from the
-    /// cryptographic generator): the system's random bytes without loading the crypto library,
-    /// which would add megabytes to memcr's RSS for a plain checkpoint.
+    /// A random image id. It names an image and guards nothing (keys and salts come from the
+    /// cryptographic generator), so it comes from .NET's generator seeded by the system: the
+    /// cryptographic one loads the crypto library, megabytes of memcr's RSS for a plain checkpoint.
     /// </summary>
     private static ulong NewImageId()
     {
