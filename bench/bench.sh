@@ -12,6 +12,7 @@
 # and restore ("upload") times, RSS before / during / after and the image size.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib.sh
 [ -x artifacts/bin/memcr ] || ./build.sh >/dev/null
 runs=${RUNS:-5}
 dump=${DUMP_DIR:-/var/tmp}
@@ -22,15 +23,11 @@ pid=
 cleanup() { [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null; rm -rf "$work"; }
 trap cleanup EXIT
 gcc -O2 -pthread -o "$work/memtest" tests/targets/memtest.c
-median() { sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : int((a[NR/2] + a[NR/2+1]) / 2)}'; }
 
 printf '%-8s %-7s %-16s %10s %10s %12s %12s %12s %10s\n' size fill memcr-args checkpoint restore "RSS before" "RSS during" "RSS after" image
 for size in "${sizes[@]}"; do
-    rm -f "$work/cmd" "$work/report"
-    mkfifo "$work/cmd" "$work/report"
-    exec 3<>"$work/report" 4<>"$work/cmd"
-    setsid -f "$work/memtest" "$work" "$size" "${FILL:-random}"
-    read -r _ pid <&3
+    start_fifo_target "$work" "$work/memtest" "$size" "${FILL:-random}"
+    pid=$target
     : >"$work/down"; : >"$work/up"
     for ((i = 0; i < runs; i++)); do
         # shellcheck disable=SC2086
@@ -40,13 +37,11 @@ for size in "${sizes[@]}"; do
         before=$(grep -oP 'VmRSS +\K[0-9]+' <<<"$out")
         during=$(grep -oP 'VmRSS +[0-9]+ kB -> \K[0-9]+' <<<"$out")
         image=$(grep -oP 'image \K[0-9]+(?= kB)' <<<"$out")
-        echo "CHECK 0" >&4
-        read -r report <&3
-        [[ $report == *"ok=1"* ]] || { echo "bench: target damaged after run $i: $report" >&2; exit 1; }
+        check_target "after run $i"
     done
     after=$(grep -oP '^VmRSS:\s+\K[0-9]+' "/proc/$pid/status")
     printf '%-8s %-7s %-16s %8s ms %8s ms %9s kB %9s kB %9s kB %7s MB\n' "${size}MiB" "${FILL:-random}" "${MEMCR_ARGS:--}" \
-        "$(median <"$work/down")" "$(median <"$work/up")" "$before" "$during" "$after" "$((image / 1024))"
+        "$(median whole <"$work/down")" "$(median whole <"$work/up")" "$before" "$during" "$after" "$((image / 1024))"
     kill -9 "$pid"; pid=
     exec 3>&- 4>&-
 done

@@ -13,6 +13,7 @@
 # the pages are shared again (about half its Rss) or copied (all of it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib.sh
 [ -x artifacts/bin/memcr ] || ./build.sh >/dev/null
 memcr=$PWD/artifacts/bin/memcr
 runs=${RUNS:-5}
@@ -27,7 +28,6 @@ scenarios=("$@")
 
 now() { date +%s%N; }
 ms() { echo $(( ($2 - $1) / 1000000 )); }
-median() { sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
 # A dumped tree's pids are free once its zombies are reaped (by init, in its own time).
 wait_free() { for p in "$@"; do while [ -d "/proc/$p" ]; do sleep 0.01; done; done; }
 wait_line() { for _ in $(seq 500); do grep -q "$2" "$1" 2>/dev/null && return; sleep 0.01; done; echo "bench: $1 never got '$2'" >&2; exit 1; }
@@ -90,13 +90,11 @@ for s in "${scenarios[@]}"; do
         report tree
         ;;
     1g)
-        rm -f "$work/cmd" "$work/report"; mkfifo "$work/cmd" "$work/report"
-        exec 3<>"$work/report" 4<>"$work/cmd"
-        setsid -f "$work/memtest" "$work" "$size" random
-        read -r _ pid <&3; pids+=("$pid")
+        start_fifo_target "$work" "$work/memtest" "$size" random
+        pid=$target; pids+=("$pid")
         after_restore() {
-            echo "CHECK 0" >&4
-            read -r r <&3
+            echo "CHECK 0" >&"$cmd"
+            read -r r <&"$report"
             [[ $r == *"bad=none"* && $r == *"worker_errors=0"* ]] || { echo "bench: memory damaged after restore: $r" >&2; exit 1; }
         }
         dump_restore 1g "$pid" "$pid"

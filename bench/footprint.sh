@@ -9,6 +9,7 @@
 #       forks a worker for each checkpoint: only the service itself is measured)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib.sh
 [ -x artifacts/bin/memcr-client ] || ./build.sh >/dev/null
 work=$(mktemp -d /var/tmp/memcr-footprint.XXXXXX)
 pids=()
@@ -17,21 +18,6 @@ trap cleanup EXIT
 gcc -O2 -pthread -o "$work/memtest" tests/targets/memtest.c
 gcc -O2 -pthread -o "$work/manyvmas" tests/targets/manyvmas.c
 kb() { grep -oP "^$2:\s+\K[0-9]+" "/proc/$1/status"; }
-
-# start_target NAME ARGS...: starts the target with its FIFOs in $work/NAME; sets $target and $cmd.
-start_target() {
-    local d="$work/$1"; shift
-    mkdir -p "$d"; rm -f "$d/cmd" "$d/report"; mkfifo "$d/cmd" "$d/report"
-    exec {report}<>"$d/report" {cmd}<>"$d/cmd"
-    setsid -f "$@" "$d" "${args[@]}"
-    read -r _ target <&"$report"
-    pids+=("$target")
-}
-check_target() {
-    echo CHECK >&"$cmd"
-    local line; read -r line <&"$report"
-    [[ $line == *"ok=1"* || $line == *"bad=none"* ]] || { echo "target damaged: $line" >&2; exit 1; }
-}
 
 service() { # service MEMCR CLIENT: idle, peak, after (kB)
     local memcr=$1 client=$2 sock="$work/svc.sock"
@@ -55,20 +41,20 @@ single() { # single MEMCR: peak RSS of memcr -n -p (kB), with its children
 r = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss if r.returncode == 0 else "failed")' \
         "$1" -n -p "$target" -d "$work" ${MEMCR_ARGS:-}
-    check_target
+    check_target "after memcr -p"
 }
 
 printf '%-22s %-9s %12s %12s %12s %14s\n' target memcr "service idle" "peak" "1 s after" "memcr -p peak"
 run() { # run LABEL TARGET-COMMAND...
     local label=$1; shift
-    args=("${@:2}")
-    start_target "$label" "$1"
+    start_fifo_target "$work/t$((${#pids[@]}))" "$@"
+    pids+=("$target")
     read -r idle peak after < <(service artifacts/bin/memcr artifacts/bin/memcr-client)
-    check_target
+    check_target "after the service"
     printf '%-22s %-9s %9s kB %9s kB %9s kB %11s kB\n' "$label" ours "$idle" "$peak" "$after" "$(single artifacts/bin/memcr)"
     if [ -n "${ORIG:-}" ]; then
         read -r idle peak after < <(service "$ORIG" "$(dirname "$ORIG")/memcr-client")
-        check_target
+        check_target "after the original's service"
         printf '%-22s %-9s %9s kB %9s kB %9s kB %11s kB\n' "$label" original "$idle" "$peak" "$after" "$(timeout 120 bash -c "$(declare -f single check_target); target=$target cmd=$cmd report=$report work=$work single $ORIG" || echo 'did not finish')"
     fi
     echo EXIT >&"$cmd"

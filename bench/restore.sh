@@ -14,6 +14,7 @@
 # time). Prints medians in ms.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib.sh
 [ -x artifacts/bin/memcr ] || ./build.sh >/dev/null
 runs=${RUNS:-5}
 dump=${DUMP_DIR:-/var/tmp}
@@ -25,28 +26,23 @@ cleanup() { [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null; rm -rf "$work"; rm -f "
 trap cleanup EXIT
 gcc -O2 -pthread -o "$work/memtest" tests/targets/memtest.c
 gcc -O2 -o "$work/faults" bench/faults.c
-median() { sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : int((a[NR/2] + a[NR/2+1]) / 2)}'; }
 
 # run NAME COMMAND...: one checkpoint/restore, times appended to $work/NAME.down and NAME.up.
 run() {
-    local name=$1 out report
+    local name=$1 out
     shift
     out=$("$@" -p "$pid" -n -d "$dump")
     grep -oP 'download took \K[0-9]+' <<<"$out" >>"$work/$name.down"
     grep -oP 'upload took \K[0-9]+' <<<"$out" >>"$work/$name.up"
     [ "$name" != memcr ] || grep -oP 'image \K[0-9]+(?= kB)' <<<"$out" >"$work/image"
-    echo "CHECK 0" >&4
-    read -r report <&3
-    [[ $report == *"ok=1"* ]] || { echo "bench: target damaged after $name: $report" >&2; exit 1; }
+    check_target "after $name"
 }
 
 printf '%-8s %-7s %-12s %-14s %10s %10s %10s %10s\n' size fill memcr-args tool checkpoint restore "disk read" "faults"
 for size in "${sizes[@]}"; do
-    rm -f "$work/cmd" "$work/report" "$work"/*.down "$work"/*.up "$work/disk" "$work/faults.ms"
-    mkfifo "$work/cmd" "$work/report"
-    exec 3<>"$work/report" 4<>"$work/cmd"
-    setsid -f "$work/memtest" "$work" "$size" "${FILL:-random}"
-    read -r _ pid <&3
+    rm -f "$work"/*.down "$work"/*.up "$work/disk" "$work/faults.ms"
+    start_fifo_target "$work" "$work/memtest" "$size" "${FILL:-random}"
+    pid=$target
     tools=(memcr memcr-keep-cache)
     [ -n "${ORIG:-}" ] && tools+=(original-m)
     for ((i = 0; i < runs; i++)); do
@@ -65,7 +61,7 @@ for size in "${sizes[@]}"; do
     done
     for tool in "${tools[@]}"; do
         printf '%-8s %-7s %-12s %-14s %7s ms %7s ms %7s ms %7s ms\n' "${size}MiB" "${FILL:-random}" "${MEMCR_ARGS:--}" "$tool" \
-            "$(median <"$work/$tool.down")" "$(median <"$work/$tool.up")" "$(median <"$work/disk")" "$(median <"$work/faults.ms")"
+            "$(median whole <"$work/$tool.down")" "$(median whole <"$work/$tool.up")" "$(median whole <"$work/disk")" "$(median whole <"$work/faults.ms")"
     done
     kill -9 "$pid"; pid=
     exec 3>&- 4>&-

@@ -7,6 +7,7 @@
 #   MEMCR_ARGS=-z bench/scale.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib.sh
 [ -x artifacts/bin/memcr ] || ./build.sh >/dev/null
 work=$(mktemp -d /var/tmp/memcr-scale.XXXXXX)
 target=
@@ -17,10 +18,7 @@ gcc -O2 -pthread -o "$work/manyvmas" tests/targets/manyvmas.c
 printf '%-26s %8s %11s %9s %10s %12s %8s %9s %11s\n' case VMAs checkpoint "page scan" "read+write" drop restore image "memcr peak"
 one() { # one LABEL MB THREADS [flat|sparse]
     local label=$1
-    rm -f "$work/cmd" "$work/report"; mkfifo "$work/cmd" "$work/report"
-    exec {report}<>"$work/report" {cmd}<>"$work/cmd"
-    setsid -f "$work/manyvmas" "$work" "${@:2}"
-    read -r _ target <&"$report"
+    start_fifo_target "$work" "$work/manyvmas" "${@:2}"
     local vmas; vmas=$(wc -l < "/proc/$target/maps")
     # shellcheck disable=SC2086
     local peak; peak=$(python3 -c 'import resource, subprocess, sys
@@ -28,9 +26,7 @@ with open(sys.argv[1], "w") as log:
     subprocess.run(sys.argv[2:], stdout=log, stderr=log, check=True)
 print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)' "$work/log" artifacts/bin/memcr -n --verbose -p "$target" -d "$work" ${MEMCR_ARGS:-})
     lap() { grep -oP "\] $1: \K[0-9.]+" "$work/log" | head -1; }
-    echo CHECK >&"$cmd"
-    local line; read -r line <&"$report"
-    [[ $line == *"ok=1"* ]] || { echo "target damaged: $line" >&2; exit 1; }
+    check_target "after $label"
     printf '%-26s %8s %8s ms %6s ms %7s ms %9s ms %5s ms %6s MB %8s kB\n' "$label" "$vmas" \
         "$(grep -oP 'download took \K[0-9]+' "$work/log")" "$(lap 'page scan')" "$(lap 'read and write')" "$(lap drop)" \
         "$(grep -oP 'upload took \K[0-9]+' "$work/log")" "$(grep -oP 'image \K[0-9]+(?= kB:)' "$work/log" | awk '{print int($1/1024)}')" "$peak"

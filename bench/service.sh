@@ -6,6 +6,7 @@
 #   MEMCR_ARGS="-z" bench/service.sh 64 16
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib.sh
 [ -x artifacts/bin/memcr-client ] || ./build.sh >/dev/null
 n=${1:-64}
 mb=${2:-16}
@@ -20,11 +21,8 @@ cleanup() {
 trap cleanup EXIT
 gcc -O2 -pthread -o "$work/idle" tests/targets/idle.c
 for ((i = 0; i < n; i++)); do
-    d="$work/t$i"; mkdir "$d"; mkfifo "$d/cmd" "$d/report"
-    exec {r}<>"$d/report" {c}<>"$d/cmd"
-    setsid -f "$work/idle" "$d" "$mb"
-    read -r _ pid <&"$r"
-    pids+=("$pid")
+    start_fifo_target "$work/t$i" "$work/idle" "$mb"
+    pids+=("$target")
 done
 # shellcheck disable=SC2086
 artifacts/bin/memcr -l "$work/memcr.sock" -d "$work" ${MEMCR_ARGS:-} >"$work/daemon.log" 2>&1 &

@@ -14,6 +14,7 @@
 # Medians of RUNS rounds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib.sh
 [ -x artifacts/bin/memcr ] || ./build.sh >/dev/null
 memcr=$PWD/artifacts/bin/memcr
 runs=${RUNS:-5}
@@ -28,7 +29,6 @@ scenarios=("$@")
 
 now() { date +%s%N; }
 ms() { echo $(( ($2 - $1) / 1000000 )); }
-median() { sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
 wait_free() { for p in "$@"; do while [ -d "/proc/$p" ]; do sleep 0.01; done; done; }
 wait_line() { for _ in $(seq 1000); do grep -q "$2" "$1" 2>/dev/null && return; sleep 0.01; done; echo "bench: $1 never got '$2'" >&2; exit 1; }
 # start NAME CMD...: a detached program whose pid is the shell's it replaces.
