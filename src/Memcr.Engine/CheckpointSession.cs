@@ -206,6 +206,9 @@ public sealed class CheckpointSession : IDisposable
         _log.Info($"stored at {ImagePath}");
         After = RssStats.Read(Pid);
         RssStats.Show(_log, Before, After);
+        // Likewise what the checkpoint left behind, before a restore (memcr -n: at once) reads its maps and image.
+        if (selected.Count >= ManyVmas)
+            MemoryTrim.CollectGarbage();
     }
 
     /// <summary>From this many VMAs on, the garbage of planning is collected before the pages are read.</summary>
