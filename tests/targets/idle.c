@@ -20,13 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
-static uint64_t mix(uint64_t x)
-{
-	x += 0x9e3779b97f4a7c15ull;
-	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-	x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-	return x ^ (x >> 31);
-}
+#include "fifo_target.h"
 
 static volatile long sleeps;
 static volatile sig_atomic_t terms;
@@ -51,7 +45,7 @@ static void *sleeper(void *arg)
 
 int main(int argc, char **argv)
 {
-	char path[4096], line[256];
+	char line[256];
 	uint64_t stack_area[8192];
 	if (argc < 3) {
 		fprintf(stderr, "usage: idle DIR MB\n");
@@ -72,13 +66,10 @@ int main(int argc, char **argv)
 	pthread_t t;
 	pthread_create(&t, NULL, sleeper, NULL);
 
-	snprintf(path, sizeof(path), "%s/report", argv[1]);
-	int report = open(path, O_WRONLY);
-	snprintf(path, sizeof(path), "%s/cmd", argv[1]);
-	FILE *cmd = fopen(path, "r");
-	if (report < 0 || !cmd)
+	int report;
+	FILE *cmd;
+	if (fifo_ready(argv[1], &report, &cmd) < 0)
 		return 2;
-	dprintf(report, "READY %d\n", getpid());
 	while (fgets(line, sizeof(line), cmd)) {
 		if (strncmp(line, "EXIT", 4) == 0)
 			return 0;

@@ -22,13 +22,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-static uint64_t mix(uint64_t x)
-{
-	x += 0x9e3779b97f4a7c15ull;
-	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-	x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-	return x ^ (x >> 31);
-}
+#include "fifo_target.h"
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t wake = PTHREAD_COND_INITIALIZER, done = PTHREAD_COND_INITIALIZER;
@@ -57,7 +51,7 @@ static void *waiter(void *arg)
 
 int main(int argc, char **argv)
 {
-	char path[4096], line[256];
+	char line[256];
 	if (argc < 3) {
 		fprintf(stderr, "usage: manyvmas DIR MB [THREADS] [sparse|flat]\n");
 		return 2;
@@ -96,13 +90,10 @@ int main(int argc, char **argv)
 		usleep(1000);
 	}
 
-	snprintf(path, sizeof(path), "%s/report", argv[1]);
-	int report = open(path, O_WRONLY);
-	snprintf(path, sizeof(path), "%s/cmd", argv[1]);
-	FILE *cmd = fopen(path, "r");
-	if (report < 0 || !cmd)
+	int report;
+	FILE *cmd;
+	if (fifo_ready(argv[1], &report, &cmd) < 0)
 		return 2;
-	dprintf(report, "READY %d\n", getpid());
 	for (;;) {
 		if (!fgets(line, sizeof(line), cmd)) {
 			clearerr(cmd);

@@ -30,6 +30,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "fifo_target.h"
+
 #define STATIC_SIZE (16u << 20)
 #define WORKERS 4
 #define WORKER_HEAP (2u << 20)
@@ -49,14 +51,6 @@ static long page_size;
 static volatile sig_atomic_t usr2_count, rt_count;
 static volatile long workers_started, worker_errors, worker_iterations[WORKERS], eintr_count, sleeps;
 static int report_fd = -1;
-
-static inline uint64_t mix(uint64_t x)
-{
-	x += 0x9e3779b97f4a7c15ull;
-	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-	x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-	return x ^ (x >> 31);
-}
 
 static int program_fill;
 
