@@ -55,6 +55,9 @@ public sealed class MemcrService : IDisposable
 
     /// <summary>Gives memory back to the kernel a moment after the last operation has been answered.</summary>
     private readonly Timer _trim;
+
+    /// <summary>1 once the trim's second pass is scheduled; each answer sets it back to 0.</summary>
+    private int _trimPasses;
     private Socket? _listener;
     private string? _socketPath;
     private volatile bool _stopping;
@@ -75,8 +78,6 @@ public sealed class MemcrService : IDisposable
                 _trim!.Change(TimeSpan.FromMilliseconds(500), Timeout.InfiniteTimeSpan);
         });
     }
-
-    private int _trimPasses;
 
     /// <summary>Each answer puts the trim off again: it comes once the service has had nothing to do for a moment.</summary>
     private void ScheduleTrim()

@@ -48,7 +48,7 @@ public static class MemoryTrim
             bool candidate = false;
             while (reader.ReadLine() is { } line)
             {
-                if (line.Length > 0 && char.IsAsciiHexDigit(line[0]) && line.Contains('-', StringComparison.Ordinal) && line.IndexOf(' ') is > 0 and var sp && line.IndexOf('-') < sp)
+                if (ProcFs.IsMappingLine(line))
                 {
                     var vma = Vma.ParseMapsLine(line);
                     (start, end) = (vma.Start, vma.End);

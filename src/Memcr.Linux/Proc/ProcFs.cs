@@ -95,13 +95,21 @@ public static class ProcFs
                 vmas[^1] = vmas[^1] with { VmFlags = flags };
                 continue;
             }
-            // Mapping header lines start with a hex address followed by '-'; attribute lines with "Name:".
-            int colon = line.IndexOf(':');
-            int dash = line.IndexOf('-');
-            if (dash > 0 && (colon < 0 || dash < colon) && IsHex(line[..dash]))
+            if (IsMappingLine(line))
                 vmas.Add(Vma.ParseMapsLine(line));
         }
         return vmas;
+    }
+
+    /// <summary>
+    /// Whether a line of smaps starts a mapping (a maps line: a hex address followed by '-') rather
+    /// than giving one of its attributes ("Name: value").
+    /// </summary>
+    internal static bool IsMappingLine(ReadOnlySpan<char> line)
+    {
+        int colon = line.IndexOf(':');
+        int dash = line.IndexOf('-');
+        return dash > 0 && (colon < 0 || dash < colon) && IsHex(line[..dash]);
     }
 
     private static bool IsHex(ReadOnlySpan<char> s)
