@@ -81,6 +81,68 @@ internal static class X64ThreadState
         return (ebx, eax);
     }
 
+    /// <summary>XSAVE components this CPU has: CPUID leaf 0xD, sub-leaf 0, EDX:EAX.</summary>
+    public static ulong CpuFeatures()
+    {
+        var (eax, _, _, edx) = X86Base.CpuId(0xD, 0);
+        return (uint)eax | ((ulong)(uint)edx << 32);
+    }
+
+    /// <summary>
+    /// The XSAVE components of the CPU a thread was dumped on, as far as its image shows them: a
+    /// component's state is recorded only when that CPU had it, and xstate_bv names those in use.
+    /// </summary>
+    public static ulong DumpedFeatures(user_x86_fpregs_entry fp)
+    {
+        if (fp.Xsave is not { } xs)
+            return 3;
+        ulong features = 3 | xs.XstateBv;
+        if (xs.YmmhSpace.Count > 0) features |= 1UL << 2;
+        if (xs.BndregState.Count > 0) features |= 1UL << 3;
+        if (xs.BndcsrState.Count > 0) features |= 1UL << 4;
+        if (xs.OpmaskReg.Count > 0) features |= 1UL << 5;
+        if (xs.ZmmUpper.Count > 0) features |= 1UL << 6;
+        if (xs.Hi16Zmm.Count > 0) features |= 1UL << 7;
+        if (xs.Pkru.Count > 0) features |= 1UL << 9;
+        return features;
+    }
+
+    /// <summary>AVX and AVX-512: libraries choose code that uses them once, when they start (glibc's string functions do).</summary>
+    private const ulong VectorFeatures = (1UL << 2) | (1UL << 5) | (1UL << 6) | (1UL << 7);
+
+    /// <summary>
+    /// Why a thread dumped with <paramref name="fp"/> cannot run on a CPU with XSAVE components
+    /// <paramref name="here"/>, or null if it can: the dumping CPU had vector extensions this one
+    /// lacks (the process may have chosen code that uses them), or the thread was using a component
+    /// this one lacks.
+    /// </summary>
+    public static string? Incompatibility(user_x86_fpregs_entry fp, ulong here)
+    {
+        ulong needed = (DumpedFeatures(fp) & VectorFeatures) | (fp.Xsave?.XstateBv ?? 0) | 3;
+        ulong missing = needed & ~here;
+        if (missing == 0)
+            return null;
+        var names = new List<string>();
+        for (int bit = 0; bit < 64; bit++)
+        {
+            if ((missing & (1UL << bit)) == 0)
+                continue;
+            string name = bit switch
+            {
+                2 => "AVX",
+                3 or 4 => "MPX",
+                5 or 6 or 7 => "AVX-512",
+                9 => "protection keys",
+                11 or 12 => "CET",
+                17 or 18 => "AMX",
+                _ => $"XSAVE component {bit}",
+            };
+            if (!names.Contains(name))
+                names.Add(name);
+        }
+        return $"the CPU it was dumped on had {string.Join(", ", names)}, which this CPU lacks (XSAVE components 0x{needed:x} needed, 0x{here:x} here)";
+    }
+
     /// <summary>The FPU and vector state of an NT_X86_XSTATE buffer.</summary>
     public static user_x86_fpregs_entry FpRegs(ReadOnlySpan<byte> x)
     {

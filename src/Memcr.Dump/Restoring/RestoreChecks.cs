@@ -36,11 +36,17 @@ internal static class RestoreChecks
             throw new CriuModeException($"{what} is in use by '{comm}': the restored tree needs it; nothing was restored");
         }
         var checkedFiles = new HashSet<uint>();
+        ulong cpu = Arch.X64ThreadState.CpuFeatures();
         var liveUnix = new Lazy<Dictionary<uint, UnixSocketInfo>>(UnixDiag.All);
         foreach (var p in images.Processes)
         {
             if (p.Leader.Mtype != core_entry.Types.march.X8664)
                 throw new CriuModeException($"pid {p.Pid} was dumped on {p.Leader.Mtype}, this machine is x86_64; nothing was restored");
+            foreach (var (tid, core) in p.Cores)
+            {
+                if (core.ThreadInfo?.Fpregs is { } fp && Arch.X64ThreadState.Incompatibility(fp, cpu) is { } why)
+                    throw new CriuModeException($"{(tid == p.Pid ? $"pid {tid}" : $"tid {tid} of pid {p.Pid}")} cannot run on this machine: {why}; its code may use instructions this CPU does not have; nothing was restored");
+            }
             foreach (var v in p.Mm.Vmas.Where(v => (v.Status & (MemoryDumper.FilePrivate | MemoryDumper.FileShared)) != 0))
                 CheckFile(images, (uint)v.Shmid, $"the mapping 0x{v.Start:x}-0x{v.End:x} of pid {p.Pid}", checkedFiles);
             CheckFile(images, p.Mm.ExeFileId, $"the executable of pid {p.Pid}", checkedFiles);
