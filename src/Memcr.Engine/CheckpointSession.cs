@@ -146,27 +146,25 @@ public sealed class CheckpointSession : IDisposable
 
     private void Run(CancellationToken cancel)
     {
-        var smaps = ProcFs.ReadSmaps(Pid);
-        var (selected, skipped) = VmaSelector.Select(smaps, _options.IncludeFileMappings);
-        foreach (var s in skipped)
+        var selected = VmaSelector.Select(Pid, _options.IncludeFileMappings, (vma, reason) =>
         {
-            if (s.Reason.StartsWith("file mapping", StringComparison.Ordinal))
-                _log.Debug($"skipping {s.Vma.Describe()}: {s.Reason}");
+            if (reason.StartsWith("file mapping", StringComparison.Ordinal))
+                _log.Debug($"skipping {vma.Describe()}: {reason}");
             else
-                _log.Info($"skipping {s.Reason} VMA {s.Vma.Start:x16}..{s.Vma.End:x16} {s.Vma.Path}");
-        }
+                _log.Info($"skipping {reason} VMA {vma.Start:x16}..{vma.End:x16} {vma.Path}");
+        });
+        bool many = selected.Count >= ManyVmas;
         Before = RssStats.Read(Pid);
-        ulong vss = selected.Aggregate(0UL, (sum, v) => sum + v.Vma.Length);
+        ulong vss = selected.Aggregate(0UL, (sum, v) => sum + v.Length);
         _log.Info($"{selected.Count} candidate VMAs, VSS {vss / 1024} kB, RSS {Before.VmRss} kB");
 
         _log.Step("downloading pages");
         _startedDownload = _lap = Stopwatch.GetTimestamp();
         var dump = new ImageDump(_options, _log, _memory, _imageId, _key);
         var plan = dump.Plan(selected);
-        _dropSpans = VmaSelector.AdjacentSpans(dump.DropTargets).ToList();
-        _dropVmas = dump.DropTargets.Count;
+        (_dropSpans, _dropVmas) = (plan.DropSpans, plan.Vmas.Count);
         Lap("page scan");
-        if (selected.Count >= ManyVmas)
+        if (many)
         {
             // Reading smaps and planning made garbage in proportion to the VMAs: gone before the buffers come.
             MemoryTrim.CollectGarbage();
@@ -207,7 +205,7 @@ public sealed class CheckpointSession : IDisposable
         After = RssStats.Read(Pid);
         RssStats.Show(_log, Before, After);
         // Likewise what the checkpoint left behind, before a restore (memcr -n: at once) reads its maps and image.
-        if (selected.Count >= ManyVmas)
+        if (many)
             MemoryTrim.CollectGarbage();
     }
 
@@ -372,7 +370,7 @@ public sealed class CheckpointSession : IDisposable
         Lap("image check");
         if (!_dropped)
             return; // nothing was dropped: the target's memory is intact
-        new EagerPageRestorer(_memory, _options.Parallelism, _options.Budget ?? new MemoryBudget(), _options.KeepImageCached, _options.Checksum, _log).Restore(image, ProcFs.ReadMaps(Pid));
+        new EagerPageRestorer(_memory, _options.Parallelism, _options.Budget ?? new MemoryBudget(), _options.KeepImageCached, _options.Checksum, _log).Restore(image);
         Lap("pages written back");
     }
 

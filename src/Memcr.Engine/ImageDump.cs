@@ -28,9 +28,6 @@ internal sealed class ImageDump(CheckpointOptions options, Log log, RemoteMemory
 
     private string ImagePath => _options.ImagePath;
 
-    /// <summary>The VMAs that had pages to save: those to drop once the image is written.</summary>
-    public List<SelectedVma> DropTargets { get; } = [];
-
     /// <summary>The image file exists (and must be removed if the checkpoint fails).</summary>
     public bool ImageCreated { get; private set; }
 
@@ -46,13 +43,20 @@ internal sealed class ImageDump(CheckpointOptions options, Log log, RemoteMemory
     /// </summary>
     internal readonly record struct PlannedRecord(ulong Address, int Length, bool Forced);
 
-    internal sealed record CheckpointPlan(List<PlannedRecord> Records, List<ImageVma> Vmas, ulong Bytes);
+    /// <summary>
+    /// The records to save; the VMAs that had pages to save, for the image's VMA table; and those
+    /// VMAs again as runs of adjacent ones, to drop once the image is written (a few runs for
+    /// tens of thousands of VMAs).
+    /// </summary>
+    internal sealed record CheckpointPlan(List<PlannedRecord> Records, VmaTable Vmas, ulong Bytes, List<(ulong Start, ulong End)> DropSpans);
 
     public CheckpointPlan Plan(List<SelectedVma> selected)
     {
         var records = new List<PlannedRecord>();
-        var vmas = new List<ImageVma>();
+        var vmas = new VmaTable(selected.Count);
+        var drop = new List<(ulong Start, ulong End)>();
         ulong total = 0;
+        int withPages = 0;
         using var scanner = new PagemapScanner(Pid);
         var runs = Scan(scanner, selected);
         // Pages to save are gathered into one run for as long as they follow one another, across
@@ -68,13 +72,13 @@ internal sealed class ImageDump(CheckpointOptions options, Log log, RemoteMemory
         int first = 0;
         foreach (var s in selected)
         {
-            while (first < runs.Count && runs[first].End <= s.Vma.Start)
+            while (first < runs.Count && runs[first].End <= s.Start)
                 first++;
             // Unreadable mappings (PROT_NONE, exec-only) and -m go through /proc/PID/mem.
-            bool forced = _options.UseProcMem || !s.Vma.IsReadable;
+            bool forced = _options.UseProcMem || !s.IsReadable;
             bool any = false;
             ulong saved = 0;
-            for (int k = first; k < runs.Count && runs[k].Start < s.Vma.End; k++)
+            for (int k = first; k < runs.Count && runs[k].Start < s.End; k++)
             {
                 var run = runs[k];
                 any = true;
@@ -82,7 +86,7 @@ internal sealed class ImageDump(CheckpointOptions options, Log log, RemoteMemory
                 // from the file; clean page-cache pages come back from the file after the drop.
                 if (s.Kind == VmaKind.File && (run.State & PageState.Swapped) == 0 && (run.State & PageState.File) != 0)
                     continue;
-                ulong start = Math.Max(run.Start, s.Vma.Start), end = Math.Min(run.End, s.Vma.End);
+                ulong start = Math.Max(run.Start, s.Start), end = Math.Min(run.End, s.End);
                 if (start != runEnd || forced != runForced)
                 {
                     Cut();
@@ -93,17 +97,23 @@ internal sealed class ImageDump(CheckpointOptions options, Log log, RemoteMemory
             }
             if (!any)
                 continue;
-            DropTargets.Add(s);
+            if (drop.Count > 0 && drop[^1].End == s.Start)
+                drop[^1] = (drop[^1].Start, s.End);
+            else
+                drop.Add((s.Start, s.End));
             total += saved;
-            var prot = (ushort)s.Vma.Protection;
-            vmas.Add(new ImageVma(s.Vma.Start, s.Vma.End, prot, s.Kind, s.Vma.Offset, saved));
-            if (saved > 0)
-                _log.Debug($"  {s.Vma.Start:x16}..{s.Vma.End:x16}  {VmaSelector.ShortName(s.Kind)} {saved / 1024,6} kB");
+            var prot = (ushort)s.Protection;
+            vmas.Add(new ImageVma(s.Start, s.End, prot, s.Kind, s.Offset, saved));
+            if (saved == 0)
+                continue;
+            withPages++;
+            if (_log.DebugEnabled)
+                _log.Debug($"  {s.Start:x16}..{s.End:x16}  {VmaSelector.ShortName(s.Kind)} {saved / 1024,6} kB");
         }
         Cut();
-        _log.Info($"{vmas.Count(v => v.SavedBytes > 0)} VMAs with pages to save, {total / 1024} kB in {records.Count} records");
+        _log.Info($"{withPages} VMAs with pages to save, {total / 1024} kB in {records.Count} records");
         _log.Debug($"page scan by {(scanner.UsesScanIoctl ? "PAGEMAP_SCAN" : "/proc/PID/pagemap")}");
-        return new CheckpointPlan(records, vmas, total);
+        return new CheckpointPlan(records, vmas, total, drop);
     }
 
     /// <summary>
@@ -115,7 +125,7 @@ internal sealed class ImageDump(CheckpointOptions options, Log log, RemoteMemory
     {
         if (selected.Count == 0)
             return [];
-        if (scanner.ScanSparse(selected[0].Vma.Start, selected[^1].Vma.End) is { } all)
+        if (scanner.ScanSparse(selected[0].Start, selected[^1].End) is { } all)
             return all;
         return VmaSelector.AdjacentSpans(selected).SelectMany(span => scanner.Scan(span.Start, span.End)).ToList();
     }

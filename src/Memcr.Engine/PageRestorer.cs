@@ -11,8 +11,8 @@ namespace Memcr.Engine;
 /// <summary>How saved pages get back into the target. Eager copy today; lazy (userfaultfd) later.</summary>
 public interface IPageRestorer
 {
-    /// <summary>Writes every page of a verified image into the target.</summary>
-    void Restore(ImageReader image, IReadOnlyList<Vma> currentVmas);
+    /// <summary>Writes every page of a verified image into the target, whose VMAs must still hold them.</summary>
+    void Restore(ImageReader image);
 }
 
 /// <summary>
@@ -30,13 +30,14 @@ public interface IPageRestorer
 public sealed class EagerPageRestorer(RemoteMemory memory, int parallelism, MemoryBudget budget, bool keepCache = false, bool readBack = false, Log? log = null) : IPageRestorer
 {
 
-    public void Restore(ImageReader image, IReadOnlyList<Vma> currentVmas)
+    public void Restore(ImageReader image)
     {
+        var mapped = Mapped(memory.Pid);
         var writable = new bool[image.Index.Count];
         for (int i = 0; i < image.Index.Count; i++)
         {
             var entry = image.Index[i];
-            writable[i] = Covered(currentVmas, entry.Address, entry.End) ?? throw new CheckpointException(
+            writable[i] = Covered(mapped, entry.Address, entry.End) ?? throw new CheckpointException(
                 $"pages 0x{entry.Address:x}-0x{entry.End:x} of the image are no longer mapped in pid {memory.Pid}");
         }
 
@@ -170,29 +171,49 @@ public sealed class EagerPageRestorer(RemoteMemory memory, int parallelism, Memo
         }
     }
 
+    /// <summary>An address range mapped without a gap, writable throughout or not.</summary>
+    internal readonly record struct MappedRange(ulong Start, ulong End, bool Writable);
+
+    /// <summary>
+    /// The target's mappings as ranges: adjacent VMAs alike in being writable or not are one range
+    /// (a process can have tens of thousands of VMAs; this is all that is needed of them here).
+    /// </summary>
+    internal static List<MappedRange> Mapped(int pid)
+    {
+        var ranges = new List<MappedRange>();
+        ProcFs.ReadMaps(pid, vma =>
+        {
+            if (ranges.Count > 0 && ranges[^1].End == vma.Start && ranges[^1].Writable == vma.IsWritable)
+                ranges[^1] = ranges[^1] with { End = vma.End };
+            else
+                ranges.Add(new MappedRange(vma.Start, vma.End, vma.IsWritable));
+        });
+        return ranges;
+    }
+
     /// <summary>
     /// Whether [start, end) is mapped without a gap (a record may span adjacent VMAs): null if
     /// not, else whether every VMA under it is writable (process_vm_writev can write it).
     /// </summary>
-    internal static bool? Covered(IReadOnlyList<Vma> vmas, ulong start, ulong end)
+    internal static bool? Covered(List<MappedRange> ranges, ulong start, ulong end)
     {
-        int lo = 0, hi = vmas.Count - 1;
+        int lo = 0, hi = ranges.Count - 1;
         while (lo < hi)
         {
             int mid = (lo + hi) >>> 1;
-            if (vmas[mid].End <= start)
+            if (ranges[mid].End <= start)
                 lo = mid + 1;
             else
                 hi = mid;
         }
         bool writable = true;
         ulong at = start;
-        for (int i = lo; i < vmas.Count && at < end; i++)
+        for (int i = lo; i < ranges.Count && at < end; i++)
         {
-            if (vmas[i].Start > at || vmas[i].End <= at)
+            if (ranges[i].Start > at || ranges[i].End <= at)
                 return null;
-            writable &= vmas[i].IsWritable;
-            at = vmas[i].End;
+            writable &= ranges[i].Writable;
+            at = ranges[i].End;
         }
         return at >= end ? writable : null;
     }

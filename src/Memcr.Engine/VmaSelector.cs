@@ -3,11 +3,13 @@ using Memcr.Linux.Proc;
 
 namespace Memcr.Engine;
 
-/// <summary>A VMA chosen for checkpoint.</summary>
-public sealed record SelectedVma(Vma Vma, VmaKind Kind);
+/// <summary>A VMA chosen for checkpoint: what planning needs of it (a program can have tens of thousands).</summary>
+public readonly record struct SelectedVma(ulong Start, ulong End, ulong Offset, Protection Protection, VmaKind Kind)
+{
+    public ulong Length => End - Start;
 
-/// <summary>A VMA left alone, and why.</summary>
-public sealed record SkippedVma(Vma Vma, string Reason);
+    public bool IsReadable => (Protection & Protection.Read) != 0;
+}
 
 /// <summary>
 /// Chooses the VMAs whose pages are saved and dropped: private anonymous memory, heap and stacks,
@@ -20,19 +22,21 @@ public static class VmaSelector
         "[vdso]", "[vvar]", "[vvar_vclock]", "[vsyscall]", "[uprobes]", "[sigpage]", "[vectors]",
     };
 
-    public static (List<SelectedVma> Selected, List<SkippedVma> Skipped) Select(IEnumerable<Vma> vmas, bool includeFiles)
+    /// <summary>
+    /// The chosen VMAs of pid's smaps, read one at a time and kept in this compact form only;
+    /// each VMA left alone goes to <paramref name="skipped"/> with the reason.
+    /// </summary>
+    public static List<SelectedVma> Select(int pid, bool includeFiles, Action<Vma, string> skipped)
     {
         var selected = new List<SelectedVma>();
-        var skipped = new List<SkippedVma>();
-        foreach (var vma in vmas)
+        ProcFs.ReadSmaps(pid, vma =>
         {
-            string? reason = SkipReason(vma, includeFiles);
-            if (reason is null)
-                selected.Add(new SelectedVma(vma, KindOf(vma)));
+            if (SkipReason(vma, includeFiles) is { } reason)
+                skipped(vma, reason);
             else
-                skipped.Add(new SkippedVma(vma, reason));
-        }
-        return (selected, skipped);
+                selected.Add(new SelectedVma(vma.Start, vma.End, vma.Offset, vma.Protection, KindOf(vma)));
+        });
+        return selected;
     }
 
     private static string? SkipReason(Vma vma, bool includeFiles)
@@ -68,9 +72,9 @@ public static class VmaSelector
         for (int i = 0; i < vmas.Count;)
         {
             int j = i;
-            while (j + 1 < vmas.Count && vmas[j + 1].Vma.Start == vmas[j].Vma.End)
+            while (j + 1 < vmas.Count && vmas[j + 1].Start == vmas[j].End)
                 j++;
-            yield return (vmas[i].Vma.Start, vmas[j].Vma.End);
+            yield return (vmas[i].Start, vmas[j].End);
             i = j + 1;
         }
     }

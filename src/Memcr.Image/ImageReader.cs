@@ -169,16 +169,13 @@ public sealed class ImageReader : IDisposable
         return (indexAt, records);
     }
 
-    private (List<ImageVma> Vmas, long End) ReadVmaTable()
+    private (VmaTable Vmas, long End) ReadVmaTable()
     {
         var (h, payload) = ReadRecord(ImageFormat.FileHeaderSize, RecordType.VmaTable);
         ExpectSequence(h, 0, ImageFormat.FileHeaderSize);
         if (h.StoredLength % ImageFormat.VmaEntrySize != 0)
             throw new ImageFormatException(Path, ImageFormat.FileHeaderSize, "VMA table length is not a whole number of entries");
-        var vmas = new List<ImageVma>(h.StoredLength / ImageFormat.VmaEntrySize);
-        for (int i = 0; i < h.StoredLength; i += ImageFormat.VmaEntrySize)
-            vmas.Add(ImageVma.Read(payload.AsSpan(i)));
-        return (vmas, ImageFormat.FileHeaderSize + ImageFormat.RecordHeaderSize + h.StoredLength);
+        return (VmaTable.Over(payload), ImageFormat.FileHeaderSize + ImageFormat.RecordHeaderSize + h.StoredLength);
     }
 
     private List<IndexEntry> ReadIndex(long records)

@@ -97,13 +97,7 @@ public sealed class ImageWriter : IDisposable
 
     public static ulong Checksum(ReadOnlySpan<byte> payload, ulong imageId) => ImageFormat.Hash(payload, imageId);
 
-    public void WriteVmaTable(IReadOnlyList<ImageVma> vmas)
-    {
-        var payload = new byte[vmas.Count * ImageFormat.VmaEntrySize];
-        for (int i = 0; i < vmas.Count; i++)
-            vmas[i].Write(payload.AsSpan(i * ImageFormat.VmaEntrySize));
-        Append(RecordType.VmaTable, payload);
-    }
+    public void WriteVmaTable(IReadOnlyList<ImageVma> vmas) => Append(RecordType.VmaTable, (vmas as VmaTable ?? new VmaTable(vmas)).Bytes);
 
     /// <summary>Appends one plain page record; returns the file offset of its header.</summary>
     public long AppendPages(ulong address, ReadOnlyMemory<byte> payload, ulong payloadChecksum)
@@ -209,18 +203,23 @@ public sealed class ImageWriter : IDisposable
         _finished = true;
     }
 
-    private long Append(RecordType type, byte[] payload)
+    private long Append(RecordType type, ReadOnlySpan<byte> payload)
     {
         CheckOpen();
-        var record = new byte[ImageFormat.RecordHeaderSize + payload.Length];
-        RecordHeader.Plain(type, 0, payload.Length, _sequence++, Checksum(payload, Header.ImageId)).Write(record, Header.ImageId);
-        payload.CopyTo(record, ImageFormat.RecordHeaderSize);
+        Span<byte> head = stackalloc byte[ImageFormat.RecordHeaderSize];
+        RecordHeader.Plain(type, 0, payload.Length, _sequence++, Checksum(payload, Header.ImageId)).Write(head, Header.ImageId);
         long at = _offset;
         if (_staging is not null)
-            Stage(record);
+        {
+            Stage(head);
+            Stage(payload);
+        }
         else
-            RandomAccess.Write(_file, record, at);
-        _offset += record.Length;
+        {
+            RandomAccess.Write(_file, head, at);
+            RandomAccess.Write(_file, payload, at + head.Length);
+        }
+        _offset += head.Length + payload.Length;
         return at;
     }
 

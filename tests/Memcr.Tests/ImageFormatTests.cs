@@ -161,6 +161,21 @@ public sealed class ImageFormatTests : IDisposable
     }
 
     [Fact]
+    public void VmaTable_KeepsItsEntriesAsTheImageStoresThem()
+    {
+        var table = new VmaTable();
+        var expected = Enumerable.Range(0, 1000)
+            .Select(i => new ImageVma((ulong)i << 12, (ulong)(i + 1) << 12, (ushort)(i % 8), (VmaKind)(1 + i % 4), (ulong)i * 3, (ulong)i))
+            .ToList();
+        expected.ForEach(table.Add);
+        Assert.Equal(expected, table);
+        Assert.Equal(expected[999], table[999]);
+        Assert.Equal(1000 * ImageFormat.VmaEntrySize, table.Bytes.Length);
+        Assert.Equal(expected[5], ImageVma.Read(table.Bytes[(5 * ImageFormat.VmaEntrySize)..]));
+        Assert.Throws<ArgumentOutOfRangeException>(() => table[1000]);
+    }
+
+    [Fact]
     public void RandomVmaTablesAndPageSets_RoundTrip()
     {
         var kinds = new[] { Plain, new Kind(Codec.Lz4), new Kind(Codec.Zstd, Digest: true), new Kind(Encryption: Encryption.Aes256Gcm), Lz4Encrypted };

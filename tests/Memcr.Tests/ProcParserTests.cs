@@ -1,3 +1,4 @@
+using System.Globalization;
 using Memcr.Linux.Ptrace;
 using Memcr.Linux.Proc;
 
@@ -44,6 +45,52 @@ public sealed class ProcParserTests
         Assert.False(vmas[0].HasFlag("lo"));
         Assert.True(vmas[1].HasFlag("lo"));
         Assert.True(vmas[1].IsHeap);
+    }
+
+    /// <summary>A stream that hands out at most a few bytes per read, as a slow /proc file might.</summary>
+    private sealed class TrickleStream(byte[] data, int step) : MemoryStream(data)
+    {
+        public override int Read(byte[] buffer, int offset, int count) => base.Read(buffer, offset, Math.Min(count, step));
+    }
+
+    [Fact]
+    public void MapsReader_ReadsLinesAcrossReadsAndSharesRepeatedPathsAndFlags()
+    {
+        var text = new System.Text.StringBuilder();
+        for (int i = 0; i < 3000; i++)
+        {
+            text.Append(CultureInfo.InvariantCulture, $"{0x10000 + i * 0x1000:x}-{0x11000 + i * 0x1000:x} r{(i % 2 == 0 ? 'w' : '-')}xp 00000000 08:01 {i} {(i % 3 == 0 ? "" : "/usr/lib/libé.so")}\n");
+            text.Append(CultureInfo.InvariantCulture, $"Anonymous:       {i % 5} kB\nVmFlags: rd {(i % 2 == 0 ? "wr " : "")}mr mw me\n");
+        }
+        // More than the reader's 64 KiB buffer, handed out 7 bytes at a time: lines cross reads and refills.
+        using var reader = new MapsReader(new TrickleStream(System.Text.Encoding.UTF8.GetBytes(text.ToString()), 7));
+        var vmas = new List<(Vma Vma, long Anonymous)>();
+        while (reader.Next(out var vma))
+            vmas.Add((vma, reader.AnonymousKb));
+        Assert.Equal(3000, vmas.Count);
+        for (int i = 0; i < 3000; i++)
+        {
+            var (v, anonymous) = vmas[i];
+            Assert.Equal((ulong)(0x10000 + i * 0x1000), v.Start);
+            Assert.Equal((ulong)i, v.Inode);
+            Assert.Equal(i % 2 == 0, v.IsWritable);
+            Assert.Equal(i % 2 == 0, v.HasFlag("wr"));
+            Assert.Equal(i % 5, anonymous);
+            Assert.Equal(i % 3 == 0 ? "" : "/usr/lib/libé.so", v.Path);
+        }
+        Assert.Same(vmas[1].Vma.Path, vmas[2].Vma.Path);
+        Assert.Same(vmas[0].Vma.VmFlags, vmas[2].Vma.VmFlags);
+        Assert.NotSame(vmas[0].Vma.VmFlags, vmas[1].Vma.VmFlags);
+    }
+
+    [Theory]
+    [InlineData("Size: 4 kB\n1000-2000 rw-p 00000000 00:00 0\n", "before the first mapping")]
+    [InlineData("1000-zz rw-p 00000000 00:00 0\n", "malformed maps line")]
+    [InlineData("1000-2000 rw-p 00000000\n", "malformed maps line")]
+    public void MapsReader_RefusesWhatIsNotMaps(string text, string message)
+    {
+        var e = Assert.Throws<FormatException>(() => ProcFs.ParseSmaps(text));
+        Assert.Contains(message, e.Message, StringComparison.Ordinal);
     }
 
     [Fact]

@@ -43,23 +43,11 @@ public static class MemoryTrim
         List<(ulong Start, ulong End)> clean = [];
         try
         {
-            using var reader = new StreamReader("/proc/self/smaps");
-            ulong start = 0, end = 0;
-            bool candidate = false;
-            while (reader.ReadLine() is { } line)
+            using var reader = MapsReader.Open("/proc/self/smaps");
+            while (reader.Next(out var vma))
             {
-                if (ProcFs.IsMappingLine(line))
-                {
-                    var vma = Vma.ParseMapsLine(line);
-                    (start, end) = (vma.Start, vma.End);
-                    candidate = vma.IsFile && !vma.IsWritable && !vma.Shared;
-                }
-                else if (candidate && line.StartsWith("Anonymous:", StringComparison.Ordinal))
-                {
-                    if (line.AsSpan("Anonymous:".Length).Trim() is "0 kB")
-                        clean.Add((start, end));
-                    candidate = false;
-                }
+                if (vma.IsFile && !vma.IsWritable && !vma.Shared && reader.AnonymousKb == 0)
+                    clean.Add((vma.Start, vma.End));
             }
         }
         catch (IOException)

@@ -27,99 +27,53 @@ public static class ProcFs
     }
 
     /// <summary>
-    /// The VMAs of /proc/PID/maps (those <paramref name="keep"/> accepts, if given), read line by
-    /// line: a process can have tens of thousands.
+    /// The VMAs of /proc/PID/maps (those <paramref name="keep"/> accepts, if given), read one at a
+    /// time: a process can have tens of thousands.
     /// </summary>
-    public static List<Vma> ReadMaps(int pid, Predicate<Vma>? keep = null) => Read(pid, "maps", path =>
+    public static List<Vma> ReadMaps(int pid, Predicate<Vma>? keep = null)
     {
-        using var reader = new StreamReader(path, System.Text.Encoding.ASCII, false, new FileStreamOptions { BufferSize = 64 << 10 });
         var vmas = new List<Vma>();
-        while (reader.ReadLine() is { Length: > 0 } line)
+        ReadMaps(pid, vma =>
         {
-            var vma = Vma.ParseMapsLine(line);
             if (keep is null || keep(vma))
                 vmas.Add(vma);
-        }
+        });
         return vmas;
-    });
+    }
 
-    public static List<Vma> ParseMaps(string text)
+    /// <summary>Hands each VMA of /proc/PID/maps to <paramref name="each"/> as it is read.</summary>
+    public static void ReadMaps(int pid, Action<Vma> each) => ReadVmas(pid, "maps", each);
+
+    /// <summary>The VMAs of /proc/PID/smaps with their VmFlags.</summary>
+    public static List<Vma> ReadSmaps(int pid)
     {
         var vmas = new List<Vma>();
-        foreach (var line in text.AsSpan().EnumerateLines())
-        {
-            if (line.IsEmpty)
-                continue;
-            vmas.Add(Vma.ParseMapsLine(line));
-        }
+        ReadSmaps(pid, vmas.Add);
         return vmas;
     }
 
     /// <summary>
-    /// The VMAs of /proc/PID/smaps with their VmFlags. Read line by line: a process with 60,000
-    /// VMAs has 80 MB of smaps text.
+    /// Hands each VMA of /proc/PID/smaps, with its VmFlags, to <paramref name="each"/> as it is
+    /// read, for callers that keep less than all of them (60,000 VMAs are 80 MB of smaps text).
     /// </summary>
-    public static List<Vma> ReadSmaps(int pid) => Read(pid, "smaps", path =>
+    public static void ReadSmaps(int pid, Action<Vma> each) => ReadVmas(pid, "smaps", each);
+
+    private static void ReadVmas(int pid, string file, Action<Vma> each) => Read(pid, file, path =>
     {
-        using var reader = new StreamReader(path, System.Text.Encoding.ASCII, false, new FileStreamOptions { BufferSize = 64 << 10 });
-        return ParseSmaps(reader);
+        using var reader = MapsReader.Open(path);
+        while (reader.Next(out var vma))
+            each(vma);
+        return true;
     });
 
-    public static List<Vma> ParseSmaps(string text) => ParseSmaps(new StringReader(text));
-
-    public static List<Vma> ParseSmaps(TextReader reader)
+    /// <summary>The VMAs of smaps (or maps) text.</summary>
+    public static List<Vma> ParseSmaps(string text)
     {
+        using var reader = new MapsReader(new MemoryStream(System.Text.Encoding.UTF8.GetBytes(text)));
         var vmas = new List<Vma>();
-        // VMAs share a few distinct flag sets: one set (never changed) for each distinct VmFlags line.
-        var flagSets = new Dictionary<string, HashSet<string>>(StringComparer.Ordinal);
-        while (reader.ReadLine() is { } text)
-        {
-            var line = text.AsSpan();
-            if (line.IsEmpty)
-                continue;
-            if (line.StartsWith("VmFlags:"))
-            {
-                if (vmas.Count == 0)
-                    throw new FormatException("smaps: VmFlags before the first mapping");
-                if (!flagSets.TryGetValue(text, out var flags))
-                {
-                    flags = new HashSet<string>(StringComparer.Ordinal);
-                    foreach (var range in line["VmFlags:".Length..].Split(' '))
-                    {
-                        var flag = line["VmFlags:".Length..][range];
-                        if (!flag.IsEmpty)
-                            flags.Add(flag.ToString());
-                    }
-                    flagSets[text] = flags;
-                }
-                vmas[^1] = vmas[^1] with { VmFlags = flags };
-                continue;
-            }
-            if (IsMappingLine(line))
-                vmas.Add(Vma.ParseMapsLine(line));
-        }
+        while (reader.Next(out var vma))
+            vmas.Add(vma);
         return vmas;
-    }
-
-    /// <summary>
-    /// Whether a line of smaps starts a mapping (a maps line: a hex address followed by '-') rather
-    /// than giving one of its attributes ("Name: value").
-    /// </summary>
-    internal static bool IsMappingLine(ReadOnlySpan<char> line)
-    {
-        int colon = line.IndexOf(':');
-        int dash = line.IndexOf('-');
-        return dash > 0 && (colon < 0 || dash < colon) && IsHex(line[..dash]);
-    }
-
-    private static bool IsHex(ReadOnlySpan<char> s)
-    {
-        foreach (char c in s)
-        {
-            if (!char.IsAsciiHexDigit(c))
-                return false;
-        }
-        return s.Length > 0;
     }
 
     /// <summary>Thread ids of /proc/PID/task, or an empty list if the process has gone.</summary>

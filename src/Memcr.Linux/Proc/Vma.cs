@@ -1,5 +1,3 @@
-using System.Globalization;
-
 namespace Memcr.Linux.Proc;
 
 [Flags]
@@ -45,33 +43,6 @@ public readonly record struct Vma(
 
     public override string ToString() => Describe();
 
-    /// <summary>Parses "start-end perms offset dev inode path".</summary>
-    public static Vma ParseMapsLine(ReadOnlySpan<char> line)
-    {
-        int dash = line.IndexOf('-');
-        int sp1 = line.IndexOf(' ');
-        if (dash <= 0 || sp1 <= dash)
-            throw new FormatException($"malformed maps line '{line}'");
-        ulong start = ulong.Parse(line[..dash], NumberStyles.HexNumber, CultureInfo.InvariantCulture);
-        ulong end = ulong.Parse(line[(dash + 1)..sp1], NumberStyles.HexNumber, CultureInfo.InvariantCulture);
-        var rest = line[(sp1 + 1)..];
-        if (rest.Length < 4)
-            throw new FormatException($"malformed maps line '{line}'");
-        var prot = Protection.None;
-        if (rest[0] == 'r') prot |= Protection.Read;
-        if (rest[1] == 'w') prot |= Protection.Write;
-        if (rest[2] == 'x') prot |= Protection.Exec;
-        bool shared = rest[3] == 's';
-        rest = rest[4..].TrimStart(' ');
-        int sp = rest.IndexOf(' ');
-        ulong offset = ulong.Parse(rest[..sp], NumberStyles.HexNumber, CultureInfo.InvariantCulture);
-        rest = rest[(sp + 1)..].TrimStart(' ');
-        sp = rest.IndexOf(' ');
-        rest = rest[(sp + 1)..].TrimStart(' '); // device
-        sp = rest.IndexOf(' ');
-        var inodeText = sp < 0 ? rest : rest[..sp];
-        ulong inode = ulong.Parse(inodeText, NumberStyles.None, CultureInfo.InvariantCulture);
-        string path = sp < 0 ? string.Empty : rest[(sp + 1)..].Trim(' ').ToString();
-        return new Vma(start, end, prot, shared, offset, inode, path);
-    }
+    /// <summary>Parses "start-end perms offset dev inode path" (one line of maps; see <see cref="MapsReader"/>).</summary>
+    public static Vma ParseMapsLine(ReadOnlySpan<char> line) => MapsReader.ParseLine(System.Text.Encoding.UTF8.GetBytes(line.ToString()), names: null);
 }
