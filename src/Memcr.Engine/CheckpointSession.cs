@@ -184,6 +184,7 @@ public sealed class CheckpointSession : IDisposable
         cancel.ThrowIfCancellationRequested();
         dump.VerifyWritten(plan);
         Lap("image check");
+        cancel.ThrowIfCancellationRequested(); // the last moment the target can be left as it was
 
         _options.BeforeDrop?.Invoke(this);
         // From here the target depends on the image. Hold it in a group stop first so that, should

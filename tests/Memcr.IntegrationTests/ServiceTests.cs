@@ -262,22 +262,36 @@ public sealed class ServiceTests
     [Fact]
     public async Task RestoreDuringCheckpoint_AbortsIt_AndLeavesTheProcessRunning()
     {
-        string dir = Repo.NewScratchDir("abort");
-        using var daemon = Daemon.Start(dir);
-        using var target = FifoTarget.StartMemtest(heapMb: 768);
+        // The dump directory is a file system the test freezes: the checkpoint, target frozen and
+        // pages being read, blocks at its first write to the image until the restore request is in.
+        using var fs = LoopMount.Create(megabytes: 256);
+        using var daemon = Daemon.Start(fs.Path);
+        using var target = FifoTarget.StartMemtest(heapMb: 64);
         string maps = target.Maps;
-        var checkpoint = daemon.Client.CheckpointAsync(target.Pid);
-        daemon.Process.WaitFor($"pid {target.Pid}: downloading pages");
-        var restore = await daemon.Client.RestoreAsync(target.Pid);
-        Assert.Equal(MemcrResponse.Ok, restore);
+        Task<MemcrResponse> checkpoint, restore;
+        fs.Freeze();
+        try
+        {
+            checkpoint = daemon.Client.CheckpointAsync(target.Pid);
+            daemon.Process.WaitFor($"pid {target.Pid}: downloading pages");
+            Assert.All(target.ThreadStates, s => Assert.True(s is 't' or 'T', $"pid {target.Pid} thread state {s} during the checkpoint"));
+            restore = daemon.Client.RestoreAsync(target.Pid);
+            daemon.Process.WaitFor("restore requested while the checkpoint is running: aborting the checkpoint");
+        }
+        finally
+        {
+            // Before anything else: a memcr blocked on a frozen file system cannot even be killed.
+            fs.Thaw();
+        }
+        Assert.Equal(MemcrResponse.Ok, await restore);
         Assert.Equal(MemcrResponse.Error, await checkpoint);
         Assert.Contains("checkpoint aborted by a restore request", daemon.Process.Output);
         Assert.Equal(maps, target.Maps);
         AssertRunning(target);
         Assert.Empty((await daemon.Client.GetStatusAsync()).Processes);
-        Assert.Empty(Directory.GetFiles(dir, "pages-*"));
+        Assert.Empty(Directory.GetFiles(fs.Path, "pages-*"));
+        Assert.Empty(Directory.GetFiles(fs.Path, "memcr-*.journal"));
         Assert.Equal(0, daemon.Stop());
-        Directory.Delete(dir, recursive: true);
     }
 
     [Fact]

@@ -25,6 +25,13 @@ internal static partial class Interop
         [LibraryImport("libc", EntryPoint = "open", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
         internal static partial int open(string path, int flags, int mode);
 
+        internal const int AT_EACCESS = 0x200;
+        internal const int X_OK = 1;
+        internal const int W_OK = 2;
+
+        [LibraryImport("libc", EntryPoint = "faccessat", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
+        internal static partial int faccessat(int dirfd, string path, int mode, int flags);
+
         [LibraryImport("libc", EntryPoint = "close", SetLastError = true)]
         internal static partial int close(int fd);
 

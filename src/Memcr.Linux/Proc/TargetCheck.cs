@@ -37,18 +37,10 @@ public static class TargetCheck
     {
         if (!Directory.Exists(dir))
             return File.Exists(dir) ? $"dump dir {dir} is not a directory" : $"dump dir {dir} does not exist";
-        // Unique per call: a service checks the directory for many checkpoints at once.
-        string probe = Path.Combine(dir, $".memcr-probe-{Environment.ProcessId}-{Guid.NewGuid():N}");
-        try
-        {
-            using (File.Create(probe, 1, FileOptions.DeleteOnClose))
-            {
-            }
-        }
-        catch (Exception e) when (e is UnauthorizedAccessException or IOException)
-        {
-            return $"dump dir {dir} is not writable: {e.Message}";
-        }
+        // Asked of the kernel (a read-only mount answers EROFS), not by creating a file: a write
+        // would touch the file system on every checkpoint, and creating the image checks it again.
+        if (Interop.Libc.faccessat(Interop.Libc.AT_FDCWD, dir, Interop.Libc.W_OK | Interop.Libc.X_OK, Interop.Libc.AT_EACCESS) != 0)
+            return $"dump dir {dir} is not writable: {SyscallException.Describe(Errno.Last)}";
         return null;
     }
 }
