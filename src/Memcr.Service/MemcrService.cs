@@ -54,10 +54,7 @@ public sealed class MemcrService : IDisposable
     private readonly MemoryBudget _budget;
 
     /// <summary>Gives memory back to the kernel a moment after the last operation has been answered.</summary>
-    private readonly Timer _trim;
-
-    /// <summary>1 once the trim's second pass is scheduled; each answer sets it back to 0.</summary>
-    private int _trimPasses;
+    private readonly IdleTrimmer _trim;
     private Socket? _listener;
     private string? _socketPath;
     private volatile bool _stopping;
@@ -67,24 +64,11 @@ public sealed class MemcrService : IDisposable
         _options = options;
         _log = log;
         _budget = options.Checkpoint.Budget ?? new MemoryBudget();
-        _trim = new Timer(_ =>
-        {
-            if (_budget.InUse != 0)
-                return;
-            MemoryTrim.Now();
-            _log.Debug($"idle: memory given back, RSS {Environment.WorkingSet >> 10} kB");
-            // A second pass, once the threads that were busy until the first have gone back to sleep.
-            if (Interlocked.Exchange(ref _trimPasses, 1) == 0)
-                _trim!.Change(TimeSpan.FromMilliseconds(500), Timeout.InfiniteTimeSpan);
-        });
+        _trim = new IdleTrimmer(() => _budget.InUse == 0, log);
     }
 
     /// <summary>Each answer puts the trim off again: it comes once the service has had nothing to do for a moment.</summary>
-    private void ScheduleTrim()
-    {
-        Interlocked.Exchange(ref _trimPasses, 0);
-        _trim.Change(TimeSpan.FromMilliseconds(250), Timeout.InfiniteTimeSpan);
-    }
+    private void ScheduleTrim() => _trim.Schedule();
 
     /// <summary>Where it listens, for messages.</summary>
     public string Location { get; private set; } = "";

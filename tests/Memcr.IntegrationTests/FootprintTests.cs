@@ -15,8 +15,11 @@ public sealed class FootprintTests
 {
     private const long MiB = 1024; // in kB, as /proc reports
 
-    /// <summary>What a service holds while it waits for requests (5–6 MB measured here; the original's is 1.6 to 3.4 MB).</summary>
-    private const long IdleKb = 7 * MiB;
+    /// <summary>
+    /// What a service may hold while it waits for requests: 1.5 × the original's 3.4 MB, the issue's
+    /// bound (3.7–4.2 MB measured here, 2 MB of it NativeAOT's runtime data).
+    /// </summary>
+    private const long IdleKb = 5100;
 
     /// <summary>Back to idle: what was measured idle, give or take the code pages a thread touches now and then.</summary>
     private const long IdleSlackKb = 3 * MiB / 2;
