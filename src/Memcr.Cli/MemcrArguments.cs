@@ -15,6 +15,9 @@ public sealed record MemcrArguments
     public bool RssFile { get; init; }
     public bool Verbose { get; init; }
     public bool KeepCache { get; init; }
+
+    /// <summary>--lazy: resume at once and bring pages back on demand; --lazy=auto falls back to an eager restore where it cannot.</summary>
+    public LazyMode Lazy { get; init; }
     public string? ParasiteSocketDir { get; init; }
     public string? Listen { get; init; }
     public int? ListenGid { get; init; }
@@ -61,6 +64,7 @@ public sealed record MemcrArguments
         new('\0', "verbose", ArgumentKind.None),
         new('\0', "keep-cache", ArgumentKind.None),
         new('\0', "buffer-budget", ArgumentKind.Required),
+        new('\0', "lazy", ArgumentKind.Optional, Values: ["auto"]),
     ];
 
     public static MemcrArguments Parse(IReadOnlyList<string> args, Func<string, string?>? environment = null)
@@ -83,6 +87,12 @@ public sealed record MemcrArguments
                 "rss-file" => result with { RssFile = true },
                 "verbose" => result with { Verbose = true },
                 "keep-cache" => result with { KeepCache = true },
+                "lazy" => result with
+                {
+                    Lazy = o.Value is null ? LazyMode.On
+                        : o.Value.Equals("auto", StringComparison.OrdinalIgnoreCase) ? LazyMode.Auto
+                        : throw new GetOptException($"invalid --lazy '{o.Value}': give --lazy or --lazy=auto"),
+                },
                 "compress" => result with { Codec = ParseCodec(o.Value) },
                 "checksum" => result with { Checksum = true },
                 "encrypt" => result with { Encryption = ParseCipher(o.Value) },
@@ -237,5 +247,23 @@ public sealed record MemcrArguments
              --buffer-budget SIZE    memory for I/O buffers, shared by all checkpoints and restores
                                      at once (they wait for buffers rather than use more): 16M by
                                      default, at least 8M; K, M, G suffixes
+             --lazy[=auto]           restore lazily: the process runs again at once and its pages
+                                     come back as it touches them (userfaultfd) while the rest
+                                     streams in; memcr exits once all are back. Refused up front
+                                     where the kernel or the target cannot have it; with =auto
+                                     the restore is eager there instead. Single-process mode only
         """;
+}
+
+/// <summary>How a restore brings pages back.</summary>
+public enum LazyMode
+{
+    /// <summary>All pages written before the process runs.</summary>
+    Off,
+
+    /// <summary>The process runs at once; pages on demand (refused where unavailable).</summary>
+    On,
+
+    /// <summary>Lazily where it can be, eagerly where it cannot.</summary>
+    Auto,
 }

@@ -3,6 +3,7 @@ using System.Reflection;
 using System.Runtime.InteropServices;
 using Memcr.Cli;
 using Memcr.Engine;
+using Memcr.Engine.Lazy;
 using Memcr.Image;
 using Memcr.Linux;
 using Memcr.Linux.Memory;
@@ -88,12 +89,28 @@ internal static class MemcrProgram
 
         var log = new Log(Console.Out, a.Verbose);
         log.Info(VersionText);
+        if (a.Listen is not null && a.Lazy != LazyMode.Off)
+        {
+            log.Error("--lazy is not available in service mode (-l) yet: a service restores eagerly; use it with -p");
+            return 1;
+        }
         if (a.Listen is not null)
             return ServiceProgram.Run(a, key, log);
         int pid = a.Pid!.Value;
         if (a.ParasiteSocketDir is not null)
             log.Debug($"-S {a.ParasiteSocketDir}: no parasite socket is used");
         var options = a.ToCheckpointOptions(pid, key);
+        var lazy = a.Lazy;
+        if (lazy != LazyMode.Off && LazyRestore.Refusal(pid) is { } refusal)
+        {
+            if (lazy == LazyMode.On)
+            {
+                log.Error($"--lazy refused: {refusal}; nothing was done (--lazy=auto restores eagerly instead)");
+                return 1;
+            }
+            log.Info($"{refusal}: the restore will be eager");
+            lazy = LazyMode.Off;
+        }
 
         using var interrupted = new CancellationTokenSource();
         int caught = 0;
@@ -130,6 +147,8 @@ internal static class MemcrProgram
                 MemoryTrim.Now();
                 WaitForEnter(session, log, interrupted.Token);
             }
+            if (lazy != LazyMode.Off && RestoreLazily(session, log) is { } code)
+                return code;
             session.Restore();
             return 0;
         }
@@ -144,6 +163,41 @@ internal static class MemcrProgram
             if (a.Verbose)
                 Console.Error.WriteLine(e);
             return 1;
+        }
+    }
+
+    /// <summary>
+    /// Resumes the target at once and waits until all its pages are back; null when a lazy
+    /// restore could not be set up after all (nothing changed: the caller restores eagerly).
+    /// </summary>
+    private static int? RestoreLazily(CheckpointSession session, Log log)
+    {
+        LazyRestore? lazy;
+        try
+        {
+            lazy = session.RestoreLazily();
+        }
+        catch (LazyRestoreUnavailableException e)
+        {
+            log.Error($"{e.Message}; restoring eagerly");
+            return null;
+        }
+        if (lazy is null)
+            return 0;
+        try
+        {
+            var took = lazy.WaitFilled();
+            if (!lazy.TargetAlive)
+            {
+                log.Error($"pid {session.Pid} has gone during the lazy restore; image removed");
+                return 1;
+            }
+            log.Info($"restore complete: {lazy.TotalBytes >> 20} MiB in {(long)took.TotalMilliseconds} ms, {lazy.PagesOnDemand} pages on demand");
+            return 0;
+        }
+        finally
+        {
+            session.FinishLazy(lazy);
         }
     }
 

@@ -14,7 +14,7 @@ namespace Memcr.Engine;
 /// <see cref="Restore"/> writes it back and lets it run. Must be used from one thread from
 /// <see cref="Checkpoint"/> to <see cref="Restore"/> (that thread is the ptrace tracer).
 /// </summary>
-public sealed class CheckpointSession : IDisposable
+public sealed partial class CheckpointSession : IDisposable
 {
     private readonly CheckpointOptions _options;
     private readonly Log _log;
@@ -355,24 +355,40 @@ public sealed class CheckpointSession : IDisposable
     private void WriteBack()
     {
         _lap = Stopwatch.GetTimestamp();
-        // All that can be proven without reading the pages (header, key, index, digest) is checked
-        // here, before anything is written; each record is checked as it is read, before its pages
-        // are written. Reading the image twice to check it all first would only double the time: a
-        // damaged record found half-way kills the target, as a damaged image found first would.
-        using var image = ImageReader.Open(ImagePath, key: _key);
-        if (image.Header.ImageId != _imageId)
-            throw new ImageFormatException(ImagePath, 40, "this is not the image this checkpoint wrote (it was replaced)");
-        if (image.Header.Pid != Pid)
-            throw new ImageFormatException(ImagePath, 24, $"image is of pid {image.Header.Pid}, not {Pid}");
-        if (image.Header.Encryption != Encryption.None && _key is null)
-            throw new ImageFormatException(ImagePath, 23, "the image is encrypted and there is no key for it: a random key lives only in the memcr that made the image (a persistent one comes from --key-file)");
-        if (image.Header.PageSize != Environment.SystemPageSize)
-            throw new ImageFormatException(ImagePath, 16, $"image page size {image.Header.PageSize} differs from this system's {Environment.SystemPageSize}");
+        using var image = OpenImage();
         Lap("image check");
         if (!_dropped)
             return; // nothing was dropped: the target's memory is intact
         new EagerPageRestorer(_memory, _options.Parallelism, _options.Budget ?? new MemoryBudget(), _options.KeepImageCached, _options.Checksum, _log).Restore(image);
         Lap("pages written back");
+    }
+
+    /// <summary>
+    /// Opens the image and checks all that can be proven without reading the pages (header, key,
+    /// index, digest), before anything is written; each record is checked as it is read, before
+    /// its pages are written. Reading the image twice to check it all first would only double the
+    /// time: a damaged record found half-way kills the target, as a damaged image found first would.
+    /// </summary>
+    private ImageReader OpenImage()
+    {
+        var image = ImageReader.Open(ImagePath, key: _key);
+        try
+        {
+            if (image.Header.ImageId != _imageId)
+                throw new ImageFormatException(ImagePath, 40, "this is not the image this checkpoint wrote (it was replaced)");
+            if (image.Header.Pid != Pid)
+                throw new ImageFormatException(ImagePath, 24, $"image is of pid {image.Header.Pid}, not {Pid}");
+            if (image.Header.Encryption != Encryption.None && _key is null)
+                throw new ImageFormatException(ImagePath, 23, "the image is encrypted and there is no key for it: a random key lives only in the memcr that made the image (a persistent one comes from --key-file)");
+            if (image.Header.PageSize != Environment.SystemPageSize)
+                throw new ImageFormatException(ImagePath, 16, $"image page size {image.Header.PageSize} differs from this system's {Environment.SystemPageSize}");
+            return image;
+        }
+        catch
+        {
+            image.Dispose();
+            throw;
+        }
     }
 
     /// <summary>Undoes a checkpoint that failed part-way.</summary>

@@ -250,6 +250,13 @@ public sealed class ImageReader : IDisposable
         return batches;
     }
 
+    /// <summary>A batch of record <paramref name="record"/> alone, to read it on its own.</summary>
+    public PageBatch RecordBatch(int record)
+    {
+        long start = BlockStart(Index[record]);
+        return new PageBatch(record, 1, start, (int)(PayloadEnd(Index[record]) - start));
+    }
+
     private long BlockStart(in IndexEntry e) => Header.Packed ? e.FileOffset : e.FileOffset + ImageFormat.RecordHeaderSize - Header.PageSize;
 
     private static long PayloadEnd(in IndexEntry e) => e.FileOffset + ImageFormat.RecordHeaderSize + e.StoredLength;

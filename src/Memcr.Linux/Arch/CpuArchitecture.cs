@@ -102,6 +102,7 @@ public sealed record SyscallNumbers
     public required long EpollCtl { get; init; }
     public required long InotifyAddWatch { get; init; }
     public required long Seccomp { get; init; }
+    public required long Userfaultfd { get; init; }
     public required long Rseq { get; init; }
     public required long Membarrier { get; init; }
     public required long PidfdOpen { get; init; }

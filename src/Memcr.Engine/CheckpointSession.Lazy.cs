@@ -1,0 +1,245 @@
+using System.Diagnostics;
+using Memcr.Engine.Lazy;
+using Memcr.Image;
+using Memcr.Linux;
+using Memcr.Linux.Kernel;
+using Memcr.Linux.Memory;
+using Memcr.Linux.Proc;
+using Memcr.Linux.Ptrace;
+
+namespace Memcr.Engine;
+
+/// <summary>Thrown when a lazy restore cannot be set up; nothing was changed, and an eager restore can follow.</summary>
+public sealed class LazyRestoreUnavailableException(string message, Exception? inner = null) : Exception(message, inner);
+
+public sealed partial class CheckpointSession
+{
+    /// <summary>
+    /// Lets the target run again at once and brings its pages back as it touches them (see
+    /// <see cref="LazyRestore"/>); returns the restore being served, or null when nothing had been
+    /// dropped (the target simply runs on). Pages under private file mappings and under mappings
+    /// that are not writable are written before it runs. Throws
+    /// <see cref="LazyRestoreUnavailableException"/> with nothing changed when this kernel or this
+    /// target cannot be served lazily (then <see cref="Restore"/> does it eagerly); a damaged image
+    /// kills the target, as <see cref="Restore"/> does.
+    /// </summary>
+    public LazyRestore? RestoreLazily()
+    {
+        if (_over)
+            throw new InvalidOperationException($"pid {Pid} is not checkpointed");
+        Poll();
+        _log.Step("resuming, pages on demand");
+        var started = Stopwatch.GetTimestamp();
+        _lap = started;
+        ImageReader? image = null;
+        LazyRestore? lazy = null;
+        try
+        {
+            image = OpenImage();
+            if (!_dropped)
+            {
+                image.Dispose();
+                _tracer.Detach();
+                _over = true;
+                DeleteImage();
+                return null;
+            }
+            lazy = PrepareLazy(image);
+            lazy.Start();
+        }
+        catch (LazyRestoreUnavailableException)
+        {
+            image?.Dispose();
+            throw;
+        }
+        catch (Exception e) when (e is ImageFormatException or IOException or CheckpointException or UnauthorizedAccessException)
+        {
+            lazy?.Dispose();
+            image?.Dispose();
+            _over = true;
+            _tracer.Kill();
+            DeleteImage();
+            throw new CheckpointException($"cannot restore pid {Pid}: {e.Message}; pid {Pid} was killed with SIGKILL because its memory cannot be given back", e);
+        }
+        _tracer.Detach();
+        _over = true;
+        _lazyImage = image;
+        _log.Info($"resumed in {Stopwatch.GetElapsedTime(started).TotalMilliseconds:F1} ms; {lazy.TotalBytes >> 20} MiB to come back");
+        return lazy;
+    }
+
+    private ImageReader? _lazyImage;
+    private int _lazyFd = -1;
+
+    /// <summary>
+    /// Ends a lazy restore once <see cref="LazyRestore.WaitFilled"/> has returned: takes the
+    /// target's mappings off the userfaultfd, closes the target's copy of it (a remote close on a
+    /// briefly seized target), stops serving and removes the image.
+    /// </summary>
+    public void FinishLazy(LazyRestore lazy)
+    {
+        try
+        {
+            if (lazy.TargetAlive)
+            {
+                lazy.Unregister();
+                CloseInTarget(_lazyFd);
+            }
+        }
+        finally
+        {
+            lazy.Dispose();
+            _lazyImage?.Dispose();
+            DeleteImage();
+        }
+    }
+
+    /// <summary>Closes fd <paramref name="fd"/> of the running target: seize, one remote close(), detach.</summary>
+    private void CloseInTarget(int fd)
+    {
+        Tracer tracer;
+        try
+        {
+            tracer = Tracer.Seize(Pid, _log.Debug);
+        }
+        catch (ProcessGoneException)
+        {
+            return;
+        }
+        using (tracer)
+            CloseInTarget(fd, tracer);
+    }
+
+    /// <summary>
+    /// With the target held: writes what cannot be served lazily, makes a userfaultfd in the
+    /// target and takes it, and registers the ranges to serve.
+    /// </summary>
+    private LazyRestore PrepareLazy(ImageReader image)
+    {
+        var vmas = ProcFs.ReadMaps(Pid);
+        var lazy = new bool[image.Index.Count];
+        for (int i = 0; i < image.Index.Count; i++)
+        {
+            var e = image.Index[i];
+            lazy[i] = Under(vmas, e.Address, e.End).All(v => !v.IsFile && !v.Shared && v.IsWritable);
+        }
+        // Before anything is registered: a write through /proc/PID/mem into a registered missing
+        // page would wait for this very thread to answer it.
+        WriteEagerly(image, lazy);
+        Lap("eager part written");
+        var fd = MakeUserFaultFd();
+        try
+        {
+            fd.Enable(LazyRestore.Features);
+            foreach (var (start, end) in Ranges(vmas, image, lazy))
+                fd.RegisterMissing(start, end);
+        }
+        catch (SyscallException e)
+        {
+            // Closing both copies releases the userfaultfd, and with it what was registered.
+            fd.Dispose();
+            CloseInTarget(_lazyFd, _tracer);
+            throw new LazyRestoreUnavailableException($"pid {Pid} cannot be restored lazily: {e.Message}", e);
+        }
+        var pending = new PendingPages(Enumerable.Range(0, lazy.Length).Where(i => lazy[i])
+            .Select(i => new PendingExtent(image.Index[i].Address, image.Index[i].End, i, 0)));
+        return new LazyRestore(Pid, image, fd, pending, _log);
+    }
+
+    private void CloseInTarget(int fd, Tracer tracer)
+    {
+        var code = ProcFs.ReadMaps(Pid, RemoteSyscall.MayHoldSyscallInstruction);
+        using var remote = RemoteSyscall.Open(tracer, _arch, RemoteSyscall.FindSyscallInstruction(Pid, code, _arch, _memory));
+        long r = remote.Call(_arch.Syscalls.Close, (ulong)fd);
+        if (r < 0)
+            _log.Error($"close of fd {fd} (its userfaultfd) in pid {Pid}: {SyscallException.Describe((int)-r)}");
+    }
+
+    /// <summary>userfaultfd() run by the target (so that it serves the target's memory), then taken with pidfd_getfd.</summary>
+    private UserFaultFd MakeUserFaultFd()
+    {
+        var code = ProcFs.ReadMaps(Pid, RemoteSyscall.MayHoldSyscallInstruction);
+        ulong insn = RemoteSyscall.FindSyscallInstruction(Pid, code, _arch, _memory);
+        long r;
+        using (var remote = RemoteSyscall.Open(_tracer, _arch, insn))
+            r = remote.Call(_arch.Syscalls.Userfaultfd, UserFaultFd.CreateFlags);
+        if (r < 0)
+        {
+            string why = r == -Errno.EPERM
+                ? " (vm.unprivileged_userfaultfd is 0 and the target lacks CAP_SYS_PTRACE: its kernel-mode faults could not wait)"
+                : "";
+            throw new LazyRestoreUnavailableException($"pid {Pid} cannot be restored lazily: userfaultfd() in it: {SyscallException.Describe((int)-r)}{why}");
+        }
+        _lazyFd = (int)r;
+        try
+        {
+            using var pidfd = ProcessCalls.PidfdOpen(Pid);
+            return new UserFaultFd(ProcessCalls.TakeFd(pidfd, Pid, _lazyFd), $"pid {Pid}");
+        }
+        catch (SyscallException e)
+        {
+            CloseInTarget(_lazyFd, _tracer);
+            throw new LazyRestoreUnavailableException($"pid {Pid} cannot be restored lazily: {e.Message}", e);
+        }
+    }
+
+    /// <summary>The VMAs under [start, end), in order.</summary>
+    private static IEnumerable<Vma> Under(List<Vma> vmas, ulong start, ulong end)
+    {
+        for (int j = FirstEndingAfter(vmas, start); j < vmas.Count && vmas[j].Start < end; j++)
+            yield return vmas[j];
+    }
+
+    /// <summary>The VMAs under lazily served records (in whatever order the image holds them), adjacent ones merged: what is registered.</summary>
+    private static List<(ulong Start, ulong End)> Ranges(List<Vma> vmas, ImageReader image, bool[] lazy)
+    {
+        var under = new bool[vmas.Count];
+        for (int i = 0; i < lazy.Length; i++)
+        {
+            if (!lazy[i])
+                continue;
+            var e = image.Index[i];
+            for (int j = FirstEndingAfter(vmas, e.Address); j < vmas.Count && vmas[j].Start < e.End; j++)
+                under[j] = true;
+        }
+        var ranges = new List<(ulong Start, ulong End)>();
+        for (int j = 0; j < vmas.Count; j++)
+        {
+            if (!under[j])
+                continue;
+            if (ranges.Count > 0 && ranges[^1].End == vmas[j].Start)
+                ranges[^1] = (ranges[^1].Start, vmas[j].End);
+            else
+                ranges.Add((vmas[j].Start, vmas[j].End));
+        }
+        return ranges;
+    }
+
+    /// <summary>The index of the first VMA (in address order) that ends after <paramref name="address"/>.</summary>
+    private static int FirstEndingAfter(List<Vma> vmas, ulong address)
+    {
+        int lo = 0, hi = vmas.Count;
+        while (lo < hi)
+        {
+            int mid = (lo + hi) >>> 1;
+            if (vmas[mid].End <= address)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        return lo;
+    }
+
+    /// <summary>Writes the records that are not served lazily, through /proc/PID/mem (which forces through page protections).</summary>
+    private void WriteEagerly(ImageReader image, bool[] lazy)
+    {
+        using var source = new RecordSource(image);
+        for (int i = 0; i < lazy.Length; i++)
+        {
+            if (lazy[i])
+                continue;
+            source.Load(image.RecordBatch(i));
+            _memory.WriteMem(new Transfer(image.Index[i].Address, source.Pages(i), image.Index[i].Length));
+        }
+    }
+}

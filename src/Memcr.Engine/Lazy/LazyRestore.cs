@@ -1,0 +1,343 @@
+using System.Diagnostics;
+using System.Runtime.ExceptionServices;
+using Memcr.Image;
+using Memcr.Linux;
+using Memcr.Linux.Memory;
+using Memcr.Linux.Proc;
+
+namespace Memcr.Engine.Lazy;
+
+/// <summary>
+/// Serves the pages of a process that runs again before its memory is back. Its dropped anonymous
+/// ranges are registered with a userfaultfd made in the process (missing mode): a thread that
+/// touches a page still missing waits in the kernel until this answers with UFFDIO_COPY of the
+/// whole record around it, while a second thread copies in the rest in image order.
+///
+/// One lock orders every copy with the reading of events: the kernel lets a munmap, madvise or
+/// mremap of the process go on only once its event has been read, and refuses copies (EAGAIN)
+/// while one is queued; a copy made under the lock is therefore either done before the pages
+/// change or decided after the event was taken into account. Pages the process discards are no
+/// longer owed, pages it moves are owed where they went, and a child it forks gets a userfaultfd
+/// of its own, served from a copy of what was owed at the fork.
+/// </summary>
+public sealed class LazyRestore : IDisposable
+{
+    /// <summary>The features asked of UFFDIO_API: the events that keep <see cref="PendingPages"/> true to the process.</summary>
+    public const ulong Features = UserFaultFd.FeatureEventFork | UserFaultFd.FeatureEventRemap
+        | UserFaultFd.FeatureEventRemove | UserFaultFd.FeatureEventUnmap;
+
+    private readonly object _sync = new();
+    private readonly List<Space> _spaces = [];
+    private readonly ImageReader _image;
+    private readonly int _pid;
+    private readonly int _pageSize;
+    private readonly Log _log;
+    private readonly ulong _totalBytes;
+    private readonly long _started = Stopwatch.GetTimestamp();
+    private Thread? _faults;
+    private Thread? _fill;
+    private readonly ManualResetEventSlim _filled = new();
+    private volatile bool _over;
+    private Exception? _failure;
+    private long _demandPages;
+
+    /// <summary>One address space served: the restored process, or a child it forked meanwhile.</summary>
+    private sealed class Space(UserFaultFd fd, PendingPages pending)
+    {
+        public UserFaultFd Fd { get; } = fd;
+        public PendingPages Pending { get; } = pending;
+        public bool Gone { get; set; }
+    }
+
+    internal LazyRestore(int pid, ImageReader image, UserFaultFd fd, PendingPages pending, Log log)
+    {
+        _pid = pid;
+        _image = image;
+        _pageSize = image.Header.PageSize;
+        _log = log;
+        _totalBytes = pending.Bytes;
+        _spaces.Add(new Space(fd, pending));
+    }
+
+    /// <summary>
+    /// Why <paramref name="pid"/> cannot be restored lazily here, or null: the kernel must have
+    /// userfaultfd, and the userfaultfd the target makes must let its kernel-mode faults wait (a
+    /// read() into a missing page): with vm.unprivileged_userfaultfd at 0 only a target with
+    /// CAP_SYS_PTRACE gets that.
+    /// </summary>
+    public static string? Refusal(int pid)
+    {
+        const string Sysctl = "/proc/sys/vm/unprivileged_userfaultfd";
+        if (!File.Exists(Sysctl))
+            return "this kernel has no userfaultfd";
+        if (File.ReadAllText(Sysctl).Trim() != "0")
+            return null;
+        const int CapSysPtrace = 19;
+        try
+        {
+            if ((ProcFs.ReadStatus(pid).CapEff & (1UL << CapSysPtrace)) == 0)
+                return $"pid {pid} lacks CAP_SYS_PTRACE and {Sysctl} is 0: a system call of it that touches a missing page would fail instead of waiting";
+        }
+        catch (ProcessGoneException)
+        {
+            return null; // the checkpoint says so
+        }
+        return null;
+    }
+
+    /// <summary>Bytes owed when the process resumed.</summary>
+    public ulong TotalBytes => _totalBytes;
+
+    /// <summary>Pages copied because a thread was waiting for them.</summary>
+    public long PagesOnDemand => Interlocked.Read(ref _demandPages);
+
+    /// <summary>Starts serving: from here the process may run.</summary>
+    public void Start()
+    {
+        _faults = new Thread(ServeFaults) { Name = $"memcr lazy {_pid}", IsBackground = true };
+        _fill = new Thread(Fill) { Name = $"memcr fill {_pid}", IsBackground = true };
+        _faults.Start();
+        _fill.Start();
+    }
+
+    /// <summary>
+    /// Waits until every page is back (or the process has gone); returns how long it took from
+    /// the start. Events are still read after that, until <see cref="Dispose"/>: a process whose
+    /// munmap or fork waits for its event to be read must not wait for ever. Throws what stopped
+    /// the serving, if anything did.
+    /// </summary>
+    public TimeSpan WaitFilled()
+    {
+        _filled.Wait();
+        var took = Stopwatch.GetElapsedTime(_started);
+        if (_failure is { } e)
+            ExceptionDispatchInfo.Throw(e);
+        return took;
+    }
+
+    /// <summary>Whether the restored process is still there (it may exit or be killed while served).</summary>
+    public bool TargetAlive
+    {
+        get
+        {
+            lock (_sync)
+                return !_spaces[0].Gone;
+        }
+    }
+
+    private void Fail(Exception e)
+    {
+        lock (_sync)
+            _failure ??= e;
+        _filled.Set();
+    }
+
+    /// <summary>Reads messages and answers faults until disposed; sets <see cref="_filled"/> once nothing is owed.</summary>
+    private void ServeFaults()
+    {
+        var messages = new UserFaultMessage[64];
+        var waiting = new List<(Space Space, ulong Page)>();
+        using var source = new RecordSource(_image);
+        try
+        {
+            while (!_over)
+            {
+                List<UserFaultFd> fds;
+                lock (_sync)
+                    fds = [.. _spaces.Where(s => !s.Gone).Select(s => s.Fd)];
+                if (fds.Count == 0)
+                {
+                    _filled.Set();
+                    Thread.Sleep(50);
+                    continue;
+                }
+                UserFaultFd.Poll(fds, waiting.Count > 0 ? 1 : 50);
+                lock (_sync)
+                {
+                    foreach (var space in _spaces.ToArray())
+                        TakeMessages(space, messages, waiting);
+                    waiting.RemoveAll(w => Answer(w.Space, w.Page, source));
+                    if (!ProcFs.Exists(_pid))
+                        _spaces[0].Gone = true;
+                    if (_spaces.All(s => s.Gone || s.Pending.IsEmpty) && waiting.Count == 0)
+                        _filled.Set();
+                }
+            }
+        }
+        catch (Exception e)
+        {
+            Fail(e);
+        }
+    }
+
+    private void TakeMessages(Space space, UserFaultMessage[] messages, List<(Space, ulong)> waiting)
+    {
+        if (space.Gone)
+            return;
+        int n;
+        while ((n = space.Fd.Read(messages)) > 0)
+        {
+            foreach (var m in messages.AsSpan(0, n))
+            {
+                switch (m.Event)
+                {
+                    case UserFaultEvent.PageFault:
+                        waiting.Add((space, m.FaultAddress & ~(ulong)(_pageSize - 1)));
+                        break;
+                    case UserFaultEvent.Remove or UserFaultEvent.Unmap:
+                        space.Pending.Remove(m.A, m.B);
+                        break;
+                    case UserFaultEvent.Remap:
+                        space.Pending.Move(m.A, m.B, m.C);
+                        break;
+                    case UserFaultEvent.Fork:
+                        var child = new UserFaultFd(new Microsoft.Win32.SafeHandles.SafeFileHandle((nint)(int)m.A, ownsHandle: true), $"a child of pid {_pid}");
+                        _spaces.Add(new Space(child, space.Pending.Clone()));
+                        _log.Debug($"pid {_pid} forked: serving the child's pages too");
+                        break;
+                }
+            }
+            if (n < messages.Length)
+                break;
+        }
+    }
+
+    /// <summary>Answers a fault: the record around the page, or a zero page if nothing is owed there. False to try again later.</summary>
+    private bool Answer(Space space, ulong page, RecordSource source)
+    {
+        if (space.Gone)
+            return true;
+        if (space.Pending.Find(page) is not { } owed)
+        {
+            int r = space.Fd.ZeroPage(page, (ulong)_pageSize);
+            return r != -Errno.EAGAIN;
+        }
+        if (!source.Holds(owed.Record))
+            source.Load(_image.RecordBatch(owed.Record));
+        bool done = CopyRecord(space, owed.Record, source.Pages(owed.Record), out ulong copied);
+        Interlocked.Add(ref _demandPages, (long)(copied / (ulong)_pageSize));
+        return done;
+    }
+
+    /// <summary>Copies what <paramref name="space"/> still owes of a record; false if the kernel asked to wait for its events.</summary>
+    private bool CopyRecord(Space space, int record, nint pages, out ulong copied)
+    {
+        copied = 0;
+        foreach (var e in space.Pending.OfRecord(record))
+        {
+            ulong done = 0;
+            bool pageByPage = false;
+            while (done < e.Length)
+            {
+                // One copy acts within one VMA: a record that spans several (adjacent VMAs alike
+                // but for their flags, or split by mprotect since) is copied a page at a time
+                // from the first boundary on.
+                ulong length = pageByPage ? (ulong)_pageSize : e.Length - done;
+                long r = space.Fd.Copy(e.Start + done, pages + e.Offset + (nint)done, length);
+                if (r > 0)
+                    done += (ulong)r;
+                else if (r == -Errno.EEXIST)
+                    done += (ulong)_pageSize; // there already (a fault was answered with it meanwhile)
+                else if (r == -Errno.EAGAIN)
+                    return false;
+                else if (r == -Errno.ESRCH)
+                {
+                    space.Gone = true; // the process has gone
+                    break;
+                }
+                else if (r == -Errno.ENOENT && !pageByPage)
+                {
+                    pageByPage = true;
+                }
+                else if (r == -Errno.ENOENT)
+                {
+                    // Not registered there: only after the process unmapped it (its event removes
+                    // what was owed), as everything owed was registered before it ran.
+                    _log.Debug($"{space.Fd.Owner} page {e.Start + done:x} is no longer mapped");
+                    done += (ulong)_pageSize;
+                }
+                else
+                    throw new SyscallException("ioctl(UFFDIO_COPY)", $"{space.Fd.Owner} [{e.Start + done:x}-{e.End:x}]", (int)-r);
+            }
+            space.Pending.Remove(e.Start, e.End);
+            copied += done;
+        }
+        return true;
+    }
+
+    /// <summary>Copies in everything still owed, in image order, a batch at a time.</summary>
+    private void Fill()
+    {
+        using var source = new RecordSource(_image);
+        try
+        {
+            foreach (var batch in _image.PlanBatches(2 << 20, 2 << 20))
+            {
+                if (_over || _filled.IsSet)
+                    return;
+                bool owed;
+                lock (_sync)
+                    owed = _spaces.Any(s => !s.Gone && Enumerable.Range(batch.First, batch.Count).Any(r => s.Pending.OfRecord(r).Count > 0));
+                if (!owed)
+                    continue;
+                source.Load(batch);
+                for (int r = batch.First; r < batch.First + batch.Count; r++)
+                {
+                    while (true)
+                    {
+                        bool done = true;
+                        lock (_sync)
+                        {
+                            foreach (var space in _spaces.Where(s => !s.Gone))
+                                done &= CopyRecord(space, r, source.Pages(r), out _);
+                        }
+                        if (done || _over || _filled.IsSet)
+                            break;
+                        Thread.Sleep(1); // an event is queued: the fault thread reads it first
+                    }
+                }
+            }
+        }
+        catch (Exception e)
+        {
+            Fail(e);
+        }
+    }
+
+    /// <summary>
+    /// After <see cref="WaitFilled"/>: the ranges still registered in the restored process (where it
+    /// did not change them), taken off the userfaultfd so that its VMAs are as before.
+    /// </summary>
+    public void Unregister()
+    {
+        var fd = _spaces[0].Fd;
+        var registered = new List<(ulong Start, ulong End)>();
+        ProcFs.ReadSmaps(_pid, vma =>
+        {
+            if (vma.HasFlag("um"))
+            {
+                if (registered.Count > 0 && registered[^1].End == vma.Start)
+                    registered[^1] = (registered[^1].Start, vma.End);
+                else
+                    registered.Add((vma.Start, vma.End));
+            }
+        });
+        foreach (var (start, end) in registered)
+        {
+            int errno = fd.Unregister(start, end);
+            if (errno != 0 && errno != Errno.ESRCH)
+                _log.Error($"cannot take pid {_pid} [{start:x}-{end:x}] off its userfaultfd: {SyscallException.Describe(errno)}");
+        }
+    }
+
+    /// <summary>Stops serving (once the process's copy of the userfaultfd is closed, or it has gone) and closes this side's descriptors.</summary>
+    public void Dispose()
+    {
+        _over = true;
+        _fill?.Join();
+        _faults?.Join();
+        foreach (var s in _spaces)
+            s.Fd.Dispose();
+        _filled.Dispose();
+    }
+}
