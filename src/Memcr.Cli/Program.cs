@@ -186,7 +186,15 @@ internal static class MemcrProgram
             return 0;
         try
         {
-            var took = lazy.WaitFilled();
+            TimeSpan took;
+            try
+            {
+                took = lazy.WaitFilled();
+            }
+            catch (Exception e) when (e is ImageFormatException or IOException)
+            {
+                return 1; // FinishLazy kills the target and says why
+            }
             if (!lazy.TargetAlive)
             {
                 log.Error($"pid {session.Pid} has gone during the lazy restore; image removed");

@@ -80,7 +80,14 @@ public sealed partial class CheckpointSession
     {
         try
         {
-            if (lazy.TargetAlive)
+            if (lazy.Failure is { } why && lazy.TargetAlive)
+            {
+                // Pages it has not got yet would read as zeros once nobody serves them: it must
+                // not run on, as with a damaged record found half-way by an eager restore.
+                Signals.Kill(Pid);
+                _log.Error($"cannot restore pid {Pid}: {why.Message}; pid {Pid} was killed with SIGKILL because its memory cannot be given back");
+            }
+            else if (lazy.TargetAlive)
             {
                 lazy.Unregister();
                 CloseInTarget(_lazyFd);

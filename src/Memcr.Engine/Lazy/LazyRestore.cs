@@ -125,6 +125,16 @@ public sealed class LazyRestore : IDisposable
         }
     }
 
+    /// <summary>What stopped the serving before every page was back (a damaged record, say), if anything did.</summary>
+    public Exception? Failure
+    {
+        get
+        {
+            lock (_sync)
+                return _failure;
+        }
+    }
+
     private void Fail(Exception e)
     {
         lock (_sync)

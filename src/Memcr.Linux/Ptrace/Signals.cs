@@ -3,6 +3,9 @@ namespace Memcr.Linux.Ptrace;
 /// <summary>Linux signal numbers (x86_64 and arm64 share them) and their default actions.</summary>
 public static class Signals
 {
+    /// <summary>Sends SIGKILL to process <paramref name="pid"/>; false if it has gone already.</summary>
+    public static bool Kill(int pid) => Interop.Libc.kill(pid, SIGKILL) == 0;
+
     public const int SIGHUP = 1;
     public const int SIGINT = 2;
     public const int SIGQUIT = 3;
