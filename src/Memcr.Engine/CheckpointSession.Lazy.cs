@@ -155,20 +155,21 @@ public sealed partial class CheckpointSession
 
     private void CloseInTarget(int fd, Tracer tracer)
     {
-        var code = ProcFs.ReadMaps(Pid, RemoteSyscall.MayHoldSyscallInstruction);
-        using var remote = RemoteSyscall.Open(tracer, _arch, RemoteSyscall.FindSyscallInstruction(Pid, code, _arch, _memory));
+        using var remote = RemoteSyscall.Open(tracer, _arch, SyscallInstruction());
         long r = remote.Call(_arch.Syscalls.Close, (ulong)fd);
         if (r < 0)
             _log.Error($"close of fd {fd} (its userfaultfd) in pid {Pid}: {SyscallException.Describe((int)-r)}");
     }
 
+    /// <summary>A syscall instruction in the target's code or vDSO, for remote calls.</summary>
+    private ulong SyscallInstruction() =>
+        RemoteSyscall.FindSyscallInstruction(Pid, ProcFs.ReadMaps(Pid, RemoteSyscall.MayHoldSyscallInstruction), _arch, _memory);
+
     /// <summary>userfaultfd() run by the target (so that it serves the target's memory), then taken with pidfd_getfd.</summary>
     private UserFaultFd MakeUserFaultFd()
     {
-        var code = ProcFs.ReadMaps(Pid, RemoteSyscall.MayHoldSyscallInstruction);
-        ulong insn = RemoteSyscall.FindSyscallInstruction(Pid, code, _arch, _memory);
         long r;
-        using (var remote = RemoteSyscall.Open(_tracer, _arch, insn))
+        using (var remote = RemoteSyscall.Open(_tracer, _arch, SyscallInstruction()))
             r = remote.Call(_arch.Syscalls.Userfaultfd, UserFaultFd.CreateFlags);
         if (r < 0)
         {

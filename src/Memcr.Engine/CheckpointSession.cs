@@ -232,9 +232,7 @@ public sealed partial class CheckpointSession : IDisposable
     {
         if (_dropSpans.Count == 0)
             return;
-        var code = ProcFs.ReadMaps(Pid, RemoteSyscall.MayHoldSyscallInstruction);
-        ulong insn = RemoteSyscall.FindSyscallInstruction(Pid, code, _arch, _memory);
-        using var remote = RemoteSyscall.Open(_tracer, _arch, insn);
+        using var remote = RemoteSyscall.Open(_tracer, _arch, SyscallInstruction());
         int calls = 0;
         foreach (var (start, end) in _dropSpans)
         {
