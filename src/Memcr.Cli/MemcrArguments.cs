@@ -1,4 +1,5 @@
 using System.Globalization;
+using Memcr.Engine;
 using Memcr.Image;
 
 namespace Memcr.Cli;
@@ -190,6 +191,7 @@ public sealed record MemcrArguments
         Checksum = Checksum,
         Encryption = Encryption,
         Key = key,
+        Lazy = Lazy,
         Budget = new Memcr.Linux.Memory.MemoryBudget(BufferBudget),
     };
 
@@ -251,19 +253,7 @@ public sealed record MemcrArguments
                                      come back as it touches them (userfaultfd) while the rest
                                      streams in; memcr exits once all are back. Refused up front
                                      where the kernel or the target cannot have it; with =auto
-                                     the restore is eager there instead. Single-process mode only
+                                     the restore is eager there instead. With -l, every restore
+                                     the service makes is lazy: it answers once the process runs
         """;
-}
-
-/// <summary>How a restore brings pages back.</summary>
-public enum LazyMode
-{
-    /// <summary>All pages written before the process runs.</summary>
-    Off,
-
-    /// <summary>The process runs at once; pages on demand (refused where unavailable).</summary>
-    On,
-
-    /// <summary>Lazily where it can be, eagerly where it cannot.</summary>
-    Auto,
 }

@@ -7,6 +7,8 @@ using Memcr.Engine.Lazy;
 using Memcr.Image;
 using Memcr.Linux;
 using Memcr.Linux.Memory;
+using Memcr.Linux.Proc;
+using Memcr.Service;
 
 return MemcrProgram.Run(args);
 
@@ -89,17 +91,17 @@ internal static class MemcrProgram
 
         var log = new Log(Console.Out, a.Verbose);
         log.Info(VersionText);
-        if (a.Listen is not null && a.Lazy != LazyMode.Off)
-        {
-            log.Error("--lazy is not available in service mode (-l) yet: a service restores eagerly; use it with -p");
-            return 1;
-        }
         if (a.Listen is not null)
             return ServiceProgram.Run(a, key, log);
         int pid = a.Pid!.Value;
         if (a.ParasiteSocketDir is not null)
             log.Debug($"-S {a.ParasiteSocketDir}: no parasite socket is used");
         var options = a.ToCheckpointOptions(pid, key);
+        if (UnfinishedLazyRestore(options) is { } unfinished)
+        {
+            log.Error(unfinished);
+            return 1;
+        }
         var lazy = a.Lazy;
         if (lazy != LazyMode.Off && LazyRestore.Refusal(pid) is { } refusal)
         {
@@ -147,7 +149,7 @@ internal static class MemcrProgram
                 MemoryTrim.Now();
                 WaitForEnter(session, log, interrupted.Token);
             }
-            if (lazy != LazyMode.Off && RestoreLazily(session, log) is { } code)
+            if (lazy != LazyMode.Off && RestoreLazily(session, options, a.KeyFile is not null, log) is { } code)
                 return code;
             session.Restore();
             return 0;
@@ -168,14 +170,28 @@ internal static class MemcrProgram
 
     /// <summary>
     /// Resumes the target at once and waits until all its pages are back; null when a lazy
-    /// restore could not be set up after all (nothing changed: the caller restores eagerly).
+    /// restore could not be set up after all (nothing changed: the caller restores eagerly). While
+    /// it runs, a journal entry in the dump directory names the target's userfaultfd, so that a
+    /// memcr service started there after this memcr died finishes the restore.
     /// </summary>
-    private static int? RestoreLazily(CheckpointSession session, Log log)
+    private static int? RestoreLazily(CheckpointSession session, CheckpointOptions options, bool persistentKey, Log log)
     {
-        LazyRestore? lazy;
+        var since = DateTimeOffset.UtcNow;
+        void Journaled(int fd)
+        {
+            try
+            {
+                Journal.Write(options.DumpDir, JournalEntry.Of(session, options, persistentKey, since) with { LazyFd = fd });
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException or ProcessGoneException)
+            {
+                log.Error($"cannot write the journal of this lazy restore: {e.Message}; should this memcr die, nothing could finish it");
+            }
+        }
+        LazySession? lazy;
         try
         {
-            lazy = session.RestoreLazily();
+            lazy = session.RestoreLazily(Journaled);
         }
         catch (LazyRestoreUnavailableException e)
         {
@@ -184,29 +200,57 @@ internal static class MemcrProgram
         }
         if (lazy is null)
             return 0;
-        try
+        using (lazy)
         {
-            TimeSpan took;
             try
             {
-                took = lazy.WaitFilled();
+                return Serve(lazy, log) ? 0 : 1;
             }
-            catch (Exception e) when (e is ImageFormatException or IOException)
+            finally
             {
-                return 1; // FinishLazy kills the target and says why
+                lazy.Finish();
+                Journal.Delete(options.DumpDir, session.Pid);
             }
-            if (!lazy.TargetAlive)
-            {
-                log.Error($"pid {session.Pid} has gone during the lazy restore; image removed");
-                return 1;
-            }
-            log.Info($"restore complete: {lazy.TotalBytes >> 20} MiB in {(long)took.TotalMilliseconds} ms, {lazy.PagesOnDemand} pages on demand");
-            return 0;
         }
-        finally
+    }
+
+    /// <summary>Waits until every page of a lazy restore is back; false (having said why) if the process went or the image failed.</summary>
+    internal static bool Serve(LazySession lazy, Log log)
+    {
+        TimeSpan took;
+        try
         {
-            session.FinishLazy(lazy);
+            took = lazy.WaitFilled();
         }
+        catch (Exception e) when (e is ImageFormatException or IOException)
+        {
+            return false; // Finish kills the target and says why
+        }
+        if (!lazy.TargetAlive)
+        {
+            log.Error($"pid {lazy.Pid} has gone during the lazy restore; image removed");
+            return false;
+        }
+        log.Info($"restore complete: {lazy.TotalBytes >> 20} MiB in {(long)took.TotalMilliseconds} ms, {lazy.PagesOnDemand} pages on demand");
+        return true;
+    }
+
+    /// <summary>What to do about a process whose lazy restore is unfinished (its memcr died), if the journal in the dump directory says it is one.</summary>
+    private static string? UnfinishedLazyRestore(CheckpointOptions options)
+    {
+        if (Journal.Read(options.DumpDir, options.Pid) is not { Lazy: true } entry)
+            return null;
+        try
+        {
+            if (ProcFs.ReadStartTime(options.Pid) != entry.StartTime)
+                return null;
+        }
+        catch (ProcessGoneException)
+        {
+            return null;
+        }
+        return $"pid {options.Pid} is waiting for pages of a lazy restore whose memcr died (journal {Journal.PathFor(options.DumpDir, options.Pid)}): "
+            + $"start a memcr service on that directory (memcr -l PORT|PATH -d {options.DumpDir}) and it finishes the restore; nothing was done";
     }
 
     private static void WaitForEnter(CheckpointSession session, Log log, CancellationToken interrupted)

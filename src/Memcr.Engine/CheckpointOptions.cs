@@ -49,6 +49,9 @@ public sealed record CheckpointOptions
     /// </summary>
     public MemoryBudget? Budget { get; init; }
 
+    /// <summary>How the restore brings pages back (memcr --lazy).</summary>
+    public LazyMode Lazy { get; init; }
+
     /// <summary>Threads used to compress and encrypt pages at checkpoint.</summary>
     public int EncodeThreads { get; init; } = Math.Max(1, Math.Min(Environment.ProcessorCount, 8));
 
@@ -56,4 +59,17 @@ public sealed record CheckpointOptions
     public int Parallelism { get; init; } = Math.Max(1, Math.Min(Environment.ProcessorCount, 4));
 
     public string ImagePath => Path.Combine(DumpDir, $"pages-{Pid}.img");
+}
+
+/// <summary>How a restore brings pages back.</summary>
+public enum LazyMode
+{
+    /// <summary>All pages written before the process runs.</summary>
+    Off,
+
+    /// <summary>The process runs at once; pages on demand (refused where unavailable).</summary>
+    On,
+
+    /// <summary>Lazily where it can be, eagerly where it cannot.</summary>
+    Auto,
 }

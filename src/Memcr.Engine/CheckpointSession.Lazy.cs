@@ -18,12 +18,14 @@ public sealed partial class CheckpointSession
     /// Lets the target run again at once and brings its pages back as it touches them (see
     /// <see cref="LazyRestore"/>); returns the restore being served, or null when nothing had been
     /// dropped (the target simply runs on). Pages under private file mappings and under mappings
-    /// that are not writable are written before it runs. Throws
+    /// that are not writable are written before it runs. <paramref name="resuming"/> is told the
+    /// target's copy of the userfaultfd just before the target runs (the service journals it, so
+    /// that a memcr that takes over can finish the restore). Throws
     /// <see cref="LazyRestoreUnavailableException"/> with nothing changed when this kernel or this
     /// target cannot be served lazily (then <see cref="Restore"/> does it eagerly); a damaged image
     /// kills the target, as <see cref="Restore"/> does.
     /// </summary>
-    public LazyRestore? RestoreLazily()
+    public LazySession? RestoreLazily(Action<int>? resuming = null)
     {
         if (_over)
             throw new InvalidOperationException($"pid {Pid} is not checkpointed");
@@ -45,6 +47,7 @@ public sealed partial class CheckpointSession
                 return null;
             }
             lazy = PrepareLazy(image);
+            resuming?.Invoke(_lazyFd);
             lazy.Start();
         }
         catch (LazyRestoreUnavailableException)
@@ -63,59 +66,12 @@ public sealed partial class CheckpointSession
         }
         _tracer.Detach();
         _over = true;
-        _lazyImage = image;
+        _imageExists = false; // the lazy session removes it
         _log.Info($"resumed in {Stopwatch.GetElapsedTime(started).TotalMilliseconds:F1} ms; {lazy.TotalBytes >> 20} MiB to come back");
-        return lazy;
+        return new LazySession(Pid, _lazyFd, ImagePath, image, lazy, _log);
     }
 
-    private ImageReader? _lazyImage;
     private int _lazyFd = -1;
-
-    /// <summary>
-    /// Ends a lazy restore once <see cref="LazyRestore.WaitFilled"/> has returned: takes the
-    /// target's mappings off the userfaultfd, closes the target's copy of it (a remote close on a
-    /// briefly seized target), stops serving and removes the image.
-    /// </summary>
-    public void FinishLazy(LazyRestore lazy)
-    {
-        try
-        {
-            if (lazy.Failure is { } why && lazy.TargetAlive)
-            {
-                // Pages it has not got yet would read as zeros once nobody serves them: it must
-                // not run on, as with a damaged record found half-way by an eager restore.
-                Signals.Kill(Pid);
-                _log.Error($"cannot restore pid {Pid}: {why.Message}; pid {Pid} was killed with SIGKILL because its memory cannot be given back");
-            }
-            else if (lazy.TargetAlive)
-            {
-                lazy.Unregister();
-                CloseInTarget(_lazyFd);
-            }
-        }
-        finally
-        {
-            lazy.Dispose();
-            _lazyImage?.Dispose();
-            DeleteImage();
-        }
-    }
-
-    /// <summary>Closes fd <paramref name="fd"/> of the running target: seize, one remote close(), detach.</summary>
-    private void CloseInTarget(int fd)
-    {
-        Tracer tracer;
-        try
-        {
-            tracer = Tracer.Seize(Pid, _log.Debug);
-        }
-        catch (ProcessGoneException)
-        {
-            return;
-        }
-        using (tracer)
-            CloseInTarget(fd, tracer);
-    }
 
     /// <summary>
     /// With the target held: writes what cannot be served lazily, makes a userfaultfd in the
@@ -145,20 +101,23 @@ public sealed partial class CheckpointSession
         {
             // Closing both copies releases the userfaultfd, and with it what was registered.
             fd.Dispose();
-            CloseInTarget(_lazyFd, _tracer);
+            LazySession.CloseInTarget(_tracer, _lazyFd, _log);
             throw new LazyRestoreUnavailableException($"pid {Pid} cannot be restored lazily: {e.Message}", e);
         }
         var pending = new PendingPages(Enumerable.Range(0, lazy.Length).Where(i => lazy[i])
             .Select(i => new PendingExtent(image.Index[i].Address, image.Index[i].End, i, 0)));
-        return new LazyRestore(Pid, image, fd, pending, _log);
-    }
-
-    private void CloseInTarget(int fd, Tracer tracer)
-    {
-        using var remote = RemoteSyscall.Open(tracer, _arch, SyscallInstruction());
-        long r = remote.Call(_arch.Syscalls.Close, (ulong)fd);
-        if (r < 0)
-            _log.Error($"close of fd {fd} (its userfaultfd) in pid {Pid}: {SyscallException.Describe((int)-r)}");
+        LazyLedger ledger;
+        try
+        {
+            ledger = LazyLedger.Create(ImagePath, lazy, _log.Error);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            fd.Dispose();
+            LazySession.CloseInTarget(_tracer, _lazyFd, _log);
+            throw new LazyRestoreUnavailableException($"pid {Pid} cannot be restored lazily: cannot write {LazyLedger.PathFor(ImagePath)}: {e.Message}", e);
+        }
+        return new LazyRestore(Pid, image, fd, pending, ledger, _log);
     }
 
     /// <summary>A syscall instruction in the target's code or vDSO, for remote calls.</summary>
@@ -186,7 +145,7 @@ public sealed partial class CheckpointSession
         }
         catch (SyscallException e)
         {
-            CloseInTarget(_lazyFd, _tracer);
+            LazySession.CloseInTarget(_tracer, _lazyFd, _log);
             throw new LazyRestoreUnavailableException($"pid {Pid} cannot be restored lazily: {e.Message}", e);
         }
     }

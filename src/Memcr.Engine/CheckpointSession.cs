@@ -367,19 +367,21 @@ public sealed partial class CheckpointSession : IDisposable
     /// its pages are written. Reading the image twice to check it all first would only double the
     /// time: a damaged record found half-way kills the target, as a damaged image found first would.
     /// </summary>
-    private ImageReader OpenImage()
+    private ImageReader OpenImage() => OpenImage(ImagePath, _imageId, Pid, _key);
+
+    internal static ImageReader OpenImage(string path, ulong imageId, int pid, byte[]? key)
     {
-        var image = ImageReader.Open(ImagePath, key: _key);
+        var image = ImageReader.Open(path, key: key);
         try
         {
-            if (image.Header.ImageId != _imageId)
-                throw new ImageFormatException(ImagePath, 40, "this is not the image this checkpoint wrote (it was replaced)");
-            if (image.Header.Pid != Pid)
-                throw new ImageFormatException(ImagePath, 24, $"image is of pid {image.Header.Pid}, not {Pid}");
-            if (image.Header.Encryption != Encryption.None && _key is null)
-                throw new ImageFormatException(ImagePath, 23, "the image is encrypted and there is no key for it: a random key lives only in the memcr that made the image (a persistent one comes from --key-file)");
+            if (image.Header.ImageId != imageId)
+                throw new ImageFormatException(path, 40, "this is not the image this checkpoint wrote (it was replaced)");
+            if (image.Header.Pid != pid)
+                throw new ImageFormatException(path, 24, $"image is of pid {image.Header.Pid}, not {pid}");
+            if (image.Header.Encryption != Encryption.None && key is null)
+                throw new ImageFormatException(path, 23, "the image is encrypted and there is no key for it: a random key lives only in the memcr that made the image (a persistent one comes from --key-file)");
             if (image.Header.PageSize != Environment.SystemPageSize)
-                throw new ImageFormatException(ImagePath, 16, $"image page size {image.Header.PageSize} differs from this system's {Environment.SystemPageSize}");
+                throw new ImageFormatException(path, 16, $"image page size {image.Header.PageSize} differs from this system's {Environment.SystemPageSize}");
             return image;
         }
         catch
@@ -414,6 +416,7 @@ public sealed partial class CheckpointSession : IDisposable
     {
         if (!_imageExists)
             return;
+        Lazy.LazyLedger.Delete(ImagePath);
         try
         {
             File.Delete(ImagePath);

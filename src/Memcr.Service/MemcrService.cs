@@ -149,7 +149,7 @@ public sealed class MemcrService : IDisposable
             {
                 same = false;
             }
-            if (!same || state != 'T')
+            if (!same || (state != 'T' && !entry.Lazy))
             {
                 log.Info(same
                     ? $"found in the journal but not stopped (state {state}): it was let run by someone else; forgetting it"
@@ -167,7 +167,9 @@ public sealed class MemcrService : IDisposable
                 IncludeFileMappings = entry.FilePages,
                 Key = entry.Encryption != Encryption.None && entry.PersistentKey ? _options.Checkpoint.Key : null,
             };
-            log.Info("left frozen by a previous memcr: taking it over");
+            log.Info(entry.Lazy
+                ? "its lazy restore was left unfinished by a previous memcr: taking it over"
+                : "left frozen by a previous memcr: taking it over");
             lock (_lock)
                 _targets[entry.Pid] = TargetWorker.TakeOver(options, entry, log, Forget);
         }
@@ -353,24 +355,37 @@ public sealed class MemcrService : IDisposable
     {
         if (InvalidPid(pid, "checkpoint") is { } invalid)
             return invalid;
-        TargetWorker worker;
         var log = _log.For($"pid {pid}: ");
-        lock (_lock)
+        TargetWorker? worker = null;
+        while (worker is null)
         {
-            if (_stopping)
+            TargetWorker? restoring;
+            lock (_lock)
             {
-                log.Error("checkpoint refused: the service is stopping");
-                return MemcrResponse.Error;
+                if (_stopping)
+                {
+                    log.Error("checkpoint refused: the service is stopping");
+                    return MemcrResponse.Error;
+                }
+                if (_targets.TryGetValue(pid, out restoring) && !restoring.Serving)
+                {
+                    log.Error($"checkpoint refused: it is already {restoring.State}");
+                    return MemcrResponse.Error;
+                }
+                if (restoring is null)
+                {
+                    log.Step("checkpoint requested");
+                    var options = _options.Checkpoint with { Pid = pid, Budget = _budget };
+                    worker = TargetWorker.Checkpoint(options, log, _options.Timeout, _options.PersistentKey, Forget);
+                    _targets[pid] = worker;
+                }
             }
-            if (_targets.TryGetValue(pid, out var existing))
+            if (restoring is not null)
             {
-                log.Error($"checkpoint refused: it is already {existing.State}");
-                return MemcrResponse.Error;
+                // It runs, but its pages are still coming back from a lazy restore: parked again once they all are.
+                log.Info("checkpoint requested while its lazy restore finishes: it follows");
+                await restoring.Ended.ConfigureAwait(false);
             }
-            log.Step("checkpoint requested");
-            var options = _options.Checkpoint with { Pid = pid, Budget = _budget };
-            worker = TargetWorker.Checkpoint(options, log, _options.Timeout, _options.PersistentKey, Forget);
-            _targets[pid] = worker;
         }
         var result = await worker.Checkpointed.ConfigureAwait(false);
         log.Info(result == MemcrResponse.Ok ? "checkpointed" : "checkpoint failed");

@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using Memcr.Client;
 using Memcr.Engine;
+using Memcr.Engine.Lazy;
 using Memcr.Linux.Proc;
 
 namespace Memcr.Service;
@@ -24,6 +25,7 @@ internal sealed class TargetWorker : IDisposable
     private readonly TaskCompletionSource<MemcrResponse> _checkpointed = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly TaskCompletionSource _ended = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private volatile string _state;
+    private LazyMode _lazy;
 
     private TargetWorker(CheckpointOptions options, Log log, TimeSpan? timeout, JournalEntry? adopt, bool persistentKey, Action<TargetWorker> gone)
     {
@@ -34,15 +36,19 @@ internal sealed class TargetWorker : IDisposable
         _persistentKey = persistentKey;
         _gone = gone;
         _state = adopt is null ? "checkpointing" : "taking over";
+        _lazy = options.Lazy;
         Since = adopt?.Since ?? DateTimeOffset.UtcNow;
     }
 
     public int Pid => _options.Pid;
 
-    /// <summary>checkpointing, checkpointed, restoring (or "taking over" for a process found in the journal).</summary>
+    /// <summary>checkpointing, checkpointed, restoring, "restoring lazily" once the process runs (or "taking over" for a process found in the journal).</summary>
     public string State => _state;
 
     public DateTimeOffset Since { get; private set; }
+
+    /// <summary>Its process runs again and its pages are coming back (a lazy restore).</summary>
+    public bool Serving => _state == "restoring lazily";
 
     public bool Adopted => _adopt is not null;
 
@@ -110,6 +116,11 @@ internal sealed class TargetWorker : IDisposable
         CheckpointSession? session = null;
         try
         {
+            if (_adopt is { Lazy: true })
+            {
+                TakeOverLazy(_adopt);
+                return;
+            }
             session = _adopt is null ? DoCheckpoint() : DoTakeOver();
             if (session is null)
                 return;
@@ -145,6 +156,16 @@ internal sealed class TargetWorker : IDisposable
 
     private CheckpointSession? DoCheckpoint()
     {
+        if (_lazy != LazyMode.Off && LazyRestore.Refusal(Pid) is { } refusal)
+        {
+            if (_lazy == LazyMode.On)
+            {
+                _log.Error($"checkpoint refused: --lazy: {refusal}; nothing was done (--lazy=auto restores such a process eagerly)");
+                return null;
+            }
+            _log.Info($"{refusal}: its restore will be eager");
+            _lazy = LazyMode.Off;
+        }
         using var timeout = _timeout is { } t ? new CancellationTokenSource(t) : new CancellationTokenSource();
         using var cancel = CancellationTokenSource.CreateLinkedTokenSource(_abort.Token, timeout.Token);
         var options = _options with { BeforeDrop = WriteJournal };
@@ -183,8 +204,7 @@ internal sealed class TargetWorker : IDisposable
 
     private void WriteJournal(CheckpointSession s)
     {
-        var entry = new JournalEntry(Pid, ProcFs.ReadStartTime(Pid), s.ImagePath, s.ImageId, _options.Codec, _options.Encryption,
-            _persistentKey, _options.IncludeFileMappings, Since, s.ImageBytes, (long)s.SavedBytes, 0);
+        var entry = JournalEntry.Of(s, _options, _persistentKey, Since);
         Journal.Write(_options.DumpDir, entry);
         Entry = entry;
     }
@@ -217,9 +237,13 @@ internal sealed class TargetWorker : IDisposable
                 {
                     _state = "restoring";
                     var result = MemcrResponse.Error;
+                    LazySession? lazy = null;
                     try
                     {
-                        session.Restore();
+                        if (_lazy != LazyMode.Off)
+                            lazy = RestoreLazily(session);
+                        else
+                            session.Restore();
                         result = MemcrResponse.Ok;
                     }
                     catch (TargetTerminatedException e)
@@ -231,6 +255,13 @@ internal sealed class TargetWorker : IDisposable
                     catch (Exception e) when (e is CheckpointException or IOException or UnauthorizedAccessException or InvalidOperationException)
                     {
                         _log.Error(e.Message);
+                    }
+                    if (lazy is not null)
+                    {
+                        // It runs: the answer goes out now, and the pages keep coming back.
+                        request.SetResult(result);
+                        Serve(lazy);
+                        return;
                     }
                     Journal.Delete(_options.DumpDir, Pid);
                     _gone(this);
@@ -249,5 +280,83 @@ internal sealed class TargetWorker : IDisposable
                 }
             }
         }
+    }
+
+    /// <summary>Resumes the process with its pages on demand; null when it was restored eagerly instead (or had nothing dropped).</summary>
+    private LazySession? RestoreLazily(CheckpointSession session)
+    {
+        void Journaled(int fd)
+        {
+            try
+            {
+                Entry = (Entry ?? JournalEntry.Of(session, _options, _persistentKey, Since)) with { LazyFd = fd };
+                Journal.Write(_options.DumpDir, Entry);
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException or ProcessGoneException)
+            {
+                _log.Error($"cannot journal its lazy restore: {e.Message}; should this service die, nothing could finish it");
+            }
+        }
+        try
+        {
+            return session.RestoreLazily(Journaled);
+        }
+        catch (LazyRestoreUnavailableException e)
+        {
+            _log.Error($"{e.Message}; restoring eagerly");
+            session.Restore();
+            return null;
+        }
+    }
+
+    /// <summary>
+    /// Serves a lazy restore until every page is back: the process runs meanwhile, so any further
+    /// restore request for it is answered at once.
+    /// </summary>
+    private void Serve(LazySession lazy)
+    {
+        _state = "restoring lazily";
+        using (lazy)
+        {
+            try
+            {
+                while (!lazy.Filled(100))
+                {
+                    while (_restores.TryTake(out var late))
+                        late.TrySetResult(MemcrResponse.Ok);
+                }
+                var took = lazy.WaitFilled();
+                if (lazy.TargetAlive)
+                    _log.Info($"restore complete: {lazy.TotalBytes >> 20} MiB in {(long)took.TotalMilliseconds} ms, {lazy.PagesOnDemand} pages on demand");
+                else
+                    _log.Info("it has gone during its lazy restore; image removed");
+            }
+            catch (Exception e) when (e is Image.ImageFormatException or IOException)
+            {
+                // Finish kills it and says why.
+            }
+            finally
+            {
+                lazy.Finish();
+                Journal.Delete(_options.DumpDir, Pid);
+            }
+        }
+    }
+
+    /// <summary>Finishes the lazy restore of a process whose memcr died with it (found in the journal).</summary>
+    private void TakeOverLazy(JournalEntry entry)
+    {
+        LazySession lazy;
+        try
+        {
+            lazy = LazySession.TakeOver(_options, entry.ImageId, entry.LazyFd, _log);
+        }
+        catch (CheckpointException e)
+        {
+            _log.Error($"{e.Message}; its threads that need pages not yet back wait for them");
+            return;
+        }
+        _checkpointed.SetResult(MemcrResponse.Ok);
+        Serve(lazy);
     }
 }

@@ -1,4 +1,5 @@
 using System.Text.RegularExpressions;
+using Memcr.Client;
 using Memcr.IntegrationTests.Harness;
 
 namespace Memcr.IntegrationTests;
@@ -10,10 +11,10 @@ namespace Memcr.IntegrationTests;
 public sealed partial class LazyRestoreTests
 {
     /// <summary>The VmFlags of every mapping, in order: a registration left behind would show as "um".</summary>
-    private static string VmFlags(FifoTarget t) =>
+    internal static string VmFlags(FifoTarget t) =>
         string.Join('\n', File.ReadLines($"/proc/{t.Pid}/smaps").Where(l => l.StartsWith("VmFlags:", StringComparison.Ordinal)));
 
-    private static string[] Fds(FifoTarget t) =>
+    internal static string[] Fds(FifoTarget t) =>
         [.. Directory.GetFiles($"/proc/{t.Pid}/fd").Select(f => $"{Path.GetFileName(f)} -> {File.ResolveLinkTarget(f, false)?.FullName}").Order()];
 
     [Theory]
@@ -45,13 +46,41 @@ public sealed partial class LazyRestoreTests
     }
 
     [Fact]
-    public void Lazy_InServiceMode_IsRefusedClearly()
+    public async Task Lazy_InServiceMode_AnswersTheRestoreOnceTheProcessRuns_AndEndsIntact()
     {
+        using var target = FifoTarget.StartMemtest(heapMb: 128);
         string dir = Repo.NewScratchDir("lazysvc");
-        var (code, output) = MemcrProcess.Run("-l", Path.Combine(dir, "s.sock"), "-d", dir, "--lazy");
-        Assert.NotEqual(0, code);
-        Assert.Contains("--lazy is not available in service mode", output);
+        string maps = target.Maps, flags = VmFlags(target);
+        string[] fds = Fds(target);
+        using var daemon = Daemon.Start(dir, extra: ["--lazy", "-z"]);
+        Assert.Equal(MemcrResponse.Ok, await daemon.Client.CheckpointAsync(target.Pid));
+        Assert.Equal(MemcrResponse.Ok, await daemon.Client.RestoreAsync(target.Pid));
+        var report = target.AssertIntact();
+        Assert.Equal("0", report["eintr"]);
+        await WaitUntilServiceHoldsNothing(daemon);
+        Assert.Contains("restore complete", daemon.Process.Output);
+        Assert.Equal(maps, target.Maps);
+        Assert.Equal(flags, VmFlags(target));
+        Assert.Equal(fds, Fds(target));
+        Assert.Empty(Directory.GetFiles(dir, "pages-*"));
+        Assert.Empty(Directory.GetFiles(dir, "memcr-*.journal"));
+        // Parked again at once: the checkpoint follows the end of the lazy restore.
+        Assert.Equal(MemcrResponse.Ok, await daemon.Client.CheckpointAsync(target.Pid));
+        Assert.Equal(MemcrResponse.Ok, await daemon.Client.RestoreAsync(target.Pid));
+        target.AssertIntact();
+        Assert.Equal(0, daemon.Stop());
         Directory.Delete(dir, recursive: true);
+    }
+
+    /// <summary>Waits until the service's status lists no process (a lazy restore ends after its answer).</summary>
+    internal static async Task WaitUntilServiceHoldsNothing(Daemon daemon)
+    {
+        var waited = System.Diagnostics.Stopwatch.StartNew();
+        while ((await daemon.Client.GetStatusAsync()).Processes.Count > 0)
+        {
+            Assert.True(waited.Elapsed < TimeSpan.FromSeconds(60), daemon.Process.Output);
+            await Task.Delay(20);
+        }
     }
 
     [Fact]

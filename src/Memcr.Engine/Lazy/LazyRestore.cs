@@ -32,6 +32,7 @@ public sealed class LazyRestore : IDisposable
     private readonly int _pid;
     private readonly int _pageSize;
     private readonly Log _log;
+    private readonly LazyLedger? _ledger;
     private readonly ulong _totalBytes;
     private readonly long _started = Stopwatch.GetTimestamp();
     private Thread? _faults;
@@ -49,9 +50,10 @@ public sealed class LazyRestore : IDisposable
         public bool Gone { get; set; }
     }
 
-    internal LazyRestore(int pid, ImageReader image, UserFaultFd fd, PendingPages pending, Log log)
+    internal LazyRestore(int pid, ImageReader image, UserFaultFd fd, PendingPages pending, LazyLedger? ledger, Log log)
     {
         _pid = pid;
+        _ledger = ledger;
         _image = image;
         _pageSize = image.Header.PageSize;
         _log = log;
@@ -114,6 +116,9 @@ public sealed class LazyRestore : IDisposable
             ExceptionDispatchInfo.Throw(e);
         return took;
     }
+
+    /// <summary>Waits up to <paramref name="timeoutMs"/> for every page to be back (or the serving to stop); true once it is.</summary>
+    public bool Filled(int timeoutMs) => _filled.Wait(timeoutMs);
 
     /// <summary>Whether the restored process is still there (it may exit or be killed while served).</summary>
     public bool TargetAlive
@@ -196,9 +201,13 @@ public sealed class LazyRestore : IDisposable
                         break;
                     case UserFaultEvent.Remove or UserFaultEvent.Unmap:
                         space.Pending.Remove(m.A, m.B);
+                        if (space == _spaces[0])
+                            _ledger?.Remove(m.A, m.B);
                         break;
                     case UserFaultEvent.Remap:
                         space.Pending.Move(m.A, m.B, m.C);
+                        if (space == _spaces[0])
+                            _ledger?.Move(m.A, m.B, m.C);
                         break;
                     case UserFaultEvent.Fork:
                         var child = new UserFaultFd(new Microsoft.Win32.SafeHandles.SafeFileHandle((nint)(int)m.A, ownsHandle: true), $"a child of pid {_pid}");
@@ -229,7 +238,7 @@ public sealed class LazyRestore : IDisposable
         return done;
     }
 
-    /// <summary>Copies what <paramref name="space"/> still owes of a record; false if the kernel asked to wait for its events.</summary>
+    /// <summary>Copies what <paramref name="space"/> still owes of a record (<paramref name="copied"/>: bytes copied, not those found there already); false if the kernel asked to wait for its events.</summary>
     private bool CopyRecord(Space space, int record, nint pages, out ulong copied)
     {
         copied = 0;
@@ -245,7 +254,10 @@ public sealed class LazyRestore : IDisposable
                 ulong length = pageByPage ? (ulong)_pageSize : e.Length - done;
                 long r = space.Fd.Copy(e.Start + done, pages + e.Offset + (nint)done, length);
                 if (r > 0)
+                {
                     done += (ulong)r;
+                    copied += (ulong)r;
+                }
                 else if (r == -Errno.EEXIST)
                     done += (ulong)_pageSize; // there already (a fault was answered with it meanwhile)
                 else if (r == -Errno.EAGAIN)
@@ -270,7 +282,6 @@ public sealed class LazyRestore : IDisposable
                     throw new SyscallException("ioctl(UFFDIO_COPY)", $"{space.Fd.Owner} [{e.Start + done:x}-{e.End:x}]", (int)-r);
             }
             space.Pending.Remove(e.Start, e.End);
-            copied += done;
         }
         return true;
     }
@@ -321,8 +332,29 @@ public sealed class LazyRestore : IDisposable
     public void Unregister()
     {
         var fd = _spaces[0].Fd;
+        foreach (var (start, end) in Registered(_pid))
+        {
+            int errno = fd.Unregister(start, end);
+            if (errno != 0 && errno != Errno.ESRCH)
+                _log.Error($"cannot take pid {_pid} [{start:x}-{end:x}] off its userfaultfd: {SyscallException.Describe(errno)}");
+        }
+    }
+
+    /// <summary>
+    /// Wakes every thread of the process that waits on a fault: after a take-over, faults whose
+    /// messages the memcr that died had read but not answered are raised anew, to this one.
+    /// </summary>
+    public void WakeAll()
+    {
+        foreach (var (start, end) in Registered(_pid))
+            _spaces[0].Fd.Wake(start, end);
+    }
+
+    /// <summary>The ranges of <paramref name="pid"/> registered with a userfaultfd (smaps VmFlags "um"), adjacent ones merged.</summary>
+    public static List<(ulong Start, ulong End)> Registered(int pid)
+    {
         var registered = new List<(ulong Start, ulong End)>();
-        ProcFs.ReadSmaps(_pid, vma =>
+        ProcFs.ReadSmaps(pid, vma =>
         {
             if (vma.HasFlag("um"))
             {
@@ -332,12 +364,7 @@ public sealed class LazyRestore : IDisposable
                     registered.Add((vma.Start, vma.End));
             }
         });
-        foreach (var (start, end) in registered)
-        {
-            int errno = fd.Unregister(start, end);
-            if (errno != 0 && errno != Errno.ESRCH)
-                _log.Error($"cannot take pid {_pid} [{start:x}-{end:x}] off its userfaultfd: {SyscallException.Describe(errno)}");
-        }
+        return registered;
     }
 
     /// <summary>Stops serving (once the process's copy of the userfaultfd is closed, or it has gone) and closes this side's descriptors.</summary>
@@ -348,6 +375,7 @@ public sealed class LazyRestore : IDisposable
         _faults?.Join();
         foreach (var s in _spaces)
             s.Fd.Dispose();
+        _ledger?.Dispose();
         _filled.Dispose();
     }
 }

@@ -51,6 +51,7 @@ public sealed class UserFaultFd(SafeFileHandle handle, string owner) : IDisposab
     private const nuint IocApi = 0xC018AA3F;
     private const nuint IocRegister = 0xC020AA00;
     private const nuint IocUnregister = 0x8010AA01;
+    private const nuint IocWake = 0x8010AA02;
     private const nuint IocCopy = 0xC028AA03;
     private const nuint IocZeroPage = 0xC020AA04;
     private const ulong RegisterModeMissing = 1;
@@ -84,6 +85,13 @@ public sealed class UserFaultFd(SafeFileHandle handle, string owner) : IDisposab
     {
         ulong* range = stackalloc ulong[2] { start, end - start };
         return Interop.Libc.ioctl(Fd, IocUnregister, range) < 0 ? Errno.Last : 0;
+    }
+
+    /// <summary>UFFDIO_WAKE: threads waiting on a fault in [start, end) try again (and fault anew if the page is still missing); returns the errno, 0 when done.</summary>
+    public unsafe int Wake(ulong start, ulong end)
+    {
+        ulong* range = stackalloc ulong[2] { start, end - start };
+        return Interop.Libc.ioctl(Fd, IocWake, range) < 0 ? Errno.Last : 0;
     }
 
     /// <summary>

@@ -37,6 +37,34 @@ public sealed partial class FifoTarget : IDisposable
         return Start("memtest", dir => [exe, dir, heapMb.ToString(CultureInfo.InvariantCulture), fill]);
     }
 
+    /// <summary>Starts lazytest (tests/targets/lazytest.c) with an <paramref name="mb"/> MiB region; its reader waits on the FIFO <c>feed</c> in <see cref="Dir"/>.</summary>
+    public static FifoTarget StartLazytest(int mb)
+    {
+        string exe = Gcc.Build("lazytest");
+        return Start("lazytest", dir =>
+        {
+            MakeFifo(Path.Combine(dir, "feed"));
+            return [exe, dir, mb.ToString(CultureInfo.InvariantCulture)];
+        });
+    }
+
+    /// <summary>As <see cref="StartLazytest"/>, but running as <paramref name="uid"/> (setpriv), without root's capabilities.</summary>
+    public static FifoTarget StartLazytestAs(int mb, int uid)
+    {
+        string exe = Gcc.Build("lazytest");
+        string id = uid.ToString(CultureInfo.InvariantCulture);
+        return Start("lazytest", dir =>
+        {
+            MakeFifo(Path.Combine(dir, "feed"));
+            const UnixFileMode All = UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.GroupRead | UnixFileMode.GroupWrite | UnixFileMode.OtherRead | UnixFileMode.OtherWrite;
+            File.SetUnixFileMode(Path.Combine(dir, "feed"), All);
+            File.SetUnixFileMode(Path.Combine(dir, "report"), All);
+            File.SetUnixFileMode(Path.Combine(dir, "cmd"), All);
+            File.SetUnixFileMode(dir, All | UnixFileMode.UserExecute | UnixFileMode.GroupExecute | UnixFileMode.OtherExecute);
+            return ["setpriv", $"--reuid={id}", $"--regid={id}", "--clear-groups", exe, dir, mb.ToString(CultureInfo.InvariantCulture)];
+        });
+    }
+
     /// <summary>
     /// Starts the small, mostly idle target (tests/targets/idle.c) holding <paramref name="mb"/> MiB;
     /// with <paramref name="catchTerm"/> it handles SIGTERM (counted in its report as terms=N).
@@ -80,12 +108,13 @@ public sealed partial class FifoTarget : IDisposable
     }
 
     /// <summary>Asks the target to verify all its memory; waits for <paramref name="rt"/> SIGRTMIN first.</summary>
-    public Dictionary<string, string> Check(int rt = 0)
+    public Dictionary<string, string> Check(int rt = 0) => Ask($"CHECK {rt}");
+
+    /// <summary>Sends one command line and returns the key=value pairs of the REPORT line it answers with.</summary>
+    public Dictionary<string, string> Ask(string command)
     {
-        var bytes = System.Text.Encoding.ASCII.GetBytes($"CHECK {rt}\n");
-        _cmd.Write(bytes);
-        _cmd.Flush();
-        string line = ReadLine(_reportReader, $"pid {Pid} to answer CHECK");
+        Send(command);
+        string line = ReadLine(_reportReader, $"pid {Pid} to answer {command}");
         Assert.StartsWith("REPORT ", line);
         return line[7..].Split(' ', StringSplitOptions.RemoveEmptyEntries)
             .Select(kv => kv.Split('=', 2))
@@ -98,6 +127,13 @@ public sealed partial class FifoTarget : IDisposable
         var report = Check(rt);
         Assert.True(report["ok"] == "1", $"pid {Pid} reports damage: {string.Join(' ', report.Select(kv => kv.Key + "=" + kv.Value))}");
         return report;
+    }
+
+    /// <summary>Sends one command line without waiting for an answer.</summary>
+    public void Send(string command)
+    {
+        _cmd.Write(System.Text.Encoding.ASCII.GetBytes(command + "\n"));
+        _cmd.Flush();
     }
 
     public ProcStatus Status => ProcFs.ReadStatus(Pid);

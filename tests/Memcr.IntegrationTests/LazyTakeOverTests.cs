@@ -1,0 +1,92 @@
+using System.Globalization;
+using Memcr.Client;
+using Memcr.IntegrationTests.Harness;
+using Memcr.Linux.Ptrace;
+
+namespace Memcr.IntegrationTests;
+
+/// <summary>
+/// memcr SIGKILLed in the middle of a lazy restore: the process keeps its userfaultfd, so its
+/// threads wait for the missing pages instead of reading zeros, and a service started on the same
+/// dump directory takes the restore over from the journal and finishes it.
+/// </summary>
+public sealed class LazyTakeOverTests
+{
+    private static string P(int pid) => pid.ToString(CultureInfo.InvariantCulture);
+
+    private static void Feed(FifoTarget target)
+    {
+        var bytes = new byte[64 << 10];
+        for (int i = 0; i < bytes.Length; i++)
+            bytes[i] = (byte)(i * 7 + 3);
+        using var feed = new FileStream(Path.Combine(target.Dir, "feed"), FileMode.Open, FileAccess.Write, FileShare.ReadWrite, 1);
+        feed.Write(bytes);
+    }
+
+    /// <summary>A service on <paramref name="dir"/> finishes the restore; the process ends intact with nothing of ours left.</summary>
+    private static async Task AssertTakenOverAndIntact(FifoTarget target, string dir, string flags, string[] fds)
+    {
+        Assert.True(target.IsAlive);
+        // Its reader's read() lands in pages nobody serves now: it waits, as do its other threads.
+        Feed(target);
+        using (var daemon = Daemon.Start(dir))
+        {
+            await LazyRestoreTests.WaitUntilServiceHoldsNothing(daemon);
+            Assert.Contains("its lazy restore was left unfinished by a previous memcr: taking it over", daemon.Process.Output);
+            Assert.Contains("restore complete", daemon.Process.Output);
+            var report = target.Check();
+            Assert.True(report["ok"] == "1", $"{string.Join(' ', report.Select(kv => kv.Key + "=" + kv.Value))}\n{daemon.Process.Output}");
+            Assert.Equal("65536", report["fed"]);
+            Assert.Equal(0, daemon.Stop());
+        }
+        Assert.Equal(flags, LazyRestoreTests.VmFlags(target));
+        Assert.Equal(fds, LazyRestoreTests.Fds(target));
+        Assert.Empty(Directory.GetFiles(dir));
+    }
+
+    [Fact]
+    public async Task MemcrKilledDuringALazyRestore_NextMemcrSaysWhatToDo_AndAServiceFinishesIt()
+    {
+        using var target = FifoTarget.StartLazytest(mb: 512);
+        string dir = Repo.NewScratchDir("lazykill");
+        string flags = LazyRestoreTests.VmFlags(target);
+        string[] fds = LazyRestoreTests.Fds(target);
+        using (var memcr = MemcrProcess.Start("-p", P(target.Pid), "-d", dir, "--lazy", "-n"))
+        {
+            memcr.WaitFor("resumed in");
+            memcr.Signal(Signals.SIGKILL);
+            memcr.WaitForExit();
+            Assert.DoesNotContain("restore complete", memcr.Output);
+        }
+        string journal = Path.Combine(dir, $"memcr-{target.Pid}.journal");
+        Assert.Contains("\"lazy_fd\"", File.ReadAllText(journal));
+
+        var (code, output) = MemcrProcess.Run("-p", P(target.Pid), "-d", dir);
+        Assert.Equal(1, code);
+        Assert.Contains($"pid {target.Pid} is waiting for pages of a lazy restore whose memcr died (journal {journal})", output);
+        Assert.Contains($"start a memcr service on that directory (memcr -l PORT|PATH -d {dir})", output);
+        Assert.Equal(0, target.Status.TracerPid);
+
+        await AssertTakenOverAndIntact(target, dir, flags, fds);
+        Directory.Delete(dir);
+    }
+
+    [Fact]
+    public async Task ServiceKilledDuringALazyRestore_ANewServiceFinishesIt()
+    {
+        using var target = FifoTarget.StartLazytest(mb: 512);
+        string dir = Repo.NewScratchDir("lazysvckill");
+        string flags = LazyRestoreTests.VmFlags(target);
+        string[] fds = LazyRestoreTests.Fds(target);
+        using (var first = Daemon.Start(dir, extra: ["--lazy"]))
+        {
+            Assert.Equal(MemcrResponse.Ok, await first.Client.CheckpointAsync(target.Pid));
+            Assert.Equal(MemcrResponse.Ok, await first.Client.RestoreAsync(target.Pid));
+            first.Process.Signal(Signals.SIGKILL);
+            first.Process.WaitForExit();
+            Assert.DoesNotContain("restore complete", first.Process.Output);
+        }
+        await AssertTakenOverAndIntact(target, dir, flags, fds);
+        Directory.Delete(dir);
+    }
+}

@@ -1,0 +1,262 @@
+/*
+ * Target for lazy restore tests and the lazy bench: a process that keeps working while its pages
+ * come back.
+ *
+ *   lazytest DIR MB
+ *
+ * Fills an MB MiB region A, an 8 MiB read buffer R, and two 4 MiB regions M (to be moved) and D
+ * (to be discarded) with a pattern. Threads:
+ *   - a reader blocks in read() on the FIFO DIR/feed into R + 4 MiB + 100 (64 KiB at most);
+ *   - a ticker checks one word of a random page of A every 200 us and notes when it ran last:
+ *     a gap of more than 50 ms is a freeze, and the time (CLOCK_REALTIME, ns) of the first good
+ *     check after the last gap is when the process resumed;
+ *   - the command thread reads DIR/cmd and answers on DIR/report:
+ *     CHECK          verify every region (R's fed bytes are i * 7 + 3), "REPORT ok=.. bad=.. fed=.."
+ *     MUTATE         mremap M elsewhere, madvise(MADV_DONTNEED) the first half of D, fork a child
+ *                    that verifies A, M and D, and wait for it: "REPORT ok=.. child=.."
+ *     TOUCH N        touch N random pages of A, verify each, "REPORT p50_us=.. p99_us=.. max_us=.."
+ *     RESUMED        "REPORT resumed_ns=.. gap_ms=.."
+ *     EXIT           exit(0)
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <time.h>
+
+#include "fifo_target.h"
+
+#define R_SIZE (8u << 20)
+#define R_AT ((4u << 20) + 100)
+#define R_MAX (64u << 10)
+#define M_SIZE (4u << 20)
+#define D_SIZE (4u << 20)
+
+static uint8_t *a_area, *r_area, *m_area, *d_area;
+static size_t a_size;
+static long page_size;
+static int report_fd;
+static volatile long fed = -1, feed_errors, tick_errors;
+static volatile int64_t resumed_ns, gap_ns;
+
+static void die(const char *what)
+{
+	dprintf(2, "lazytest: %s: %s\n", what, strerror(errno));
+	exit(1);
+}
+
+static void reply(const char *fmt, ...)
+{
+	char buf[512];
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	if (write(report_fd, buf, n) != n)
+		die("write report");
+}
+
+static void fill(uint8_t *p, size_t size, uint64_t seed)
+{
+	uint64_t *w = (uint64_t *)p;
+	for (size_t i = 0; i < size / 8; i++)
+		w[i] = mix(seed + i);
+}
+
+/* Index of the first wrong word in [from, to) words of a region, or -1. */
+static long verify_words(const uint8_t *p, size_t from, size_t to, uint64_t seed)
+{
+	const uint64_t *w = (const uint64_t *)p;
+	for (size_t i = from; i < to; i++)
+		if (w[i] != mix(seed + i))
+			return (long)i;
+	return -1;
+}
+
+static int64_t now_ns(clockid_t clock)
+{
+	struct timespec ts;
+	clock_gettime(clock, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static uint64_t next_random(uint64_t *state)
+{
+	*state += 0x9e3779b97f4a7c15ull;
+	return mix(*state);
+}
+
+static void *reader(void *arg)
+{
+	int fd = *(int *)arg;
+	for (;;) {
+		ssize_t n = read(fd, r_area + R_AT, R_MAX);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			feed_errors++;
+			return NULL;
+		}
+		for (ssize_t i = 0; i < n; i++)
+			if (r_area[R_AT + i] != (uint8_t)(i * 7 + 3))
+				feed_errors++;
+		fed = n;
+		return NULL;
+	}
+}
+
+static void *ticker(void *arg)
+{
+	(void)arg;
+	uint64_t state = 42;
+	size_t words = a_size / 8;
+	int64_t last = now_ns(CLOCK_MONOTONIC);
+	for (;;) {
+		size_t i = next_random(&state) % words;
+		if (((uint64_t *)a_area)[i] != mix(11 + i))
+			tick_errors++;
+		int64_t t = now_ns(CLOCK_MONOTONIC);
+		if (t - last > 50000000) {
+			gap_ns = t - last;
+			resumed_ns = now_ns(CLOCK_REALTIME);
+		}
+		last = t;
+		usleep(200);
+	}
+	return NULL;
+}
+
+/* Which region is wrong, or NULL. M is checked wherever it is now; D's first half may be discarded. */
+static const char *check_all(int d_discarded)
+{
+	if (verify_words(a_area, 0, a_size / 8, 11) >= 0)
+		return "A";
+	if (verify_words(r_area, 0, R_AT / 8, 12) >= 0)
+		return "R";
+	size_t after = (R_AT + (fed > 0 ? (size_t)fed : 0) + 7) / 8;
+	if (fed <= 0 && verify_words(r_area, R_AT / 8 + 1, R_SIZE / 8, 12) >= 0)
+		return "R";
+	if (fed > 0 && verify_words(r_area, after + 1, R_SIZE / 8, 12) >= 0)
+		return "R";
+	if (verify_words(m_area, 0, M_SIZE / 8, 13) >= 0)
+		return "M";
+	if (d_discarded) {
+		for (size_t i = 0; i < D_SIZE / 2; i++)
+			if (d_area[i])
+				return "D-discarded";
+		if (verify_words(d_area, D_SIZE / 16, D_SIZE / 8, 14) >= 0)
+			return "D";
+	} else if (verify_words(d_area, 0, D_SIZE / 8, 14) >= 0) {
+		return "D";
+	}
+	return NULL;
+}
+
+static int cmp_long(const void *a, const void *b)
+{
+	long x = *(const long *)a, y = *(const long *)b;
+	return (x > y) - (x < y);
+}
+
+static void touch(long n)
+{
+	long *us = malloc(n * sizeof(long));
+	uint64_t state = (uint64_t)now_ns(CLOCK_MONOTONIC);
+	size_t pages = a_size / page_size;
+	long bad = 0;
+	for (long k = 0; k < n; k++) {
+		size_t page = next_random(&state) % pages;
+		size_t i = page * (page_size / 8) + (next_random(&state) % (page_size / 8));
+		int64_t t = now_ns(CLOCK_MONOTONIC);
+		if (((volatile uint64_t *)a_area)[i] != mix(11 + i))
+			bad++;
+		us[k] = (now_ns(CLOCK_MONOTONIC) - t) / 1000;
+	}
+	qsort(us, n, sizeof(long), cmp_long);
+	reply("REPORT ok=%d bad=%ld p50_us=%ld p99_us=%ld max_us=%ld\n", bad == 0, bad, us[n / 2], us[n * 99 / 100], us[n - 1]);
+	free(us);
+}
+
+static int d_discarded;
+
+static void mutate(void)
+{
+	/* M moves to a place reserved for it; D's first half is discarded (it must read as zeros). */
+	void *to = mmap(NULL, M_SIZE, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (to == MAP_FAILED)
+		die("mmap");
+	void *moved = mremap(m_area, M_SIZE, M_SIZE, MREMAP_MAYMOVE | MREMAP_FIXED, to);
+	if (moved == MAP_FAILED)
+		die("mremap");
+	m_area = moved;
+	if (madvise(d_area, D_SIZE / 2, MADV_DONTNEED))
+		die("madvise");
+	d_discarded = 1;
+	pid_t child = fork();
+	if (child < 0)
+		die("fork");
+	if (child == 0)
+		_exit(check_all(1) ? 3 : 0);
+	int status;
+	if (waitpid(child, &status, 0) != child)
+		die("waitpid");
+	const char *bad = check_all(1);
+	reply("REPORT ok=%d bad=%s child=%d\n", bad == NULL && WIFEXITED(status) && WEXITSTATUS(status) == 0,
+	      bad ? bad : "none", WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
+}
+
+int main(int argc, char **argv)
+{
+	char path[4096], line[256];
+	FILE *cmd;
+	pthread_t t;
+
+	if (argc < 3) {
+		fprintf(stderr, "usage: lazytest DIR MB\n");
+		return 2;
+	}
+	page_size = sysconf(_SC_PAGESIZE);
+	a_size = (size_t)atol(argv[2]) << 20;
+	a_area = mmap(NULL, a_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	r_area = mmap(NULL, R_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	m_area = mmap(NULL, M_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	d_area = mmap(NULL, D_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (a_area == MAP_FAILED || r_area == MAP_FAILED || m_area == MAP_FAILED || d_area == MAP_FAILED)
+		die("mmap");
+	fill(a_area, a_size, 11);
+	fill(r_area, R_SIZE, 12);
+	fill(m_area, M_SIZE, 13);
+	fill(d_area, D_SIZE, 14);
+
+	snprintf(path, sizeof(path), "%s/feed", argv[1]);
+	static int feed;
+	feed = open(path, O_RDWR);
+	if (feed < 0)
+		die("open feed");
+	pthread_create(&t, NULL, reader, &feed);
+	pthread_create(&t, NULL, ticker, NULL);
+	if (fifo_ready(argv[1], &report_fd, &cmd))
+		die("fifos");
+	while (fgets(line, sizeof(line), cmd) || (errno == EINTR && !feof(cmd))) {
+		if (!strncmp(line, "CHECK", 5)) {
+			for (int i = 0; i < 5000 && fed < 0 && !feed_errors; i++)
+				usleep(1000);
+			const char *bad = check_all(d_discarded);
+			reply("REPORT ok=%d bad=%s fed=%ld feed_errors=%ld tick_errors=%ld\n",
+			      bad == NULL && fed > 0 && !feed_errors && !tick_errors, bad ? bad : "none", fed, feed_errors, tick_errors);
+		} else if (!strncmp(line, "MUTATE", 6)) {
+			mutate();
+		} else if (!strncmp(line, "TOUCH", 5)) {
+			touch(atol(line + 5) > 0 ? atol(line + 5) : 1000);
+		} else if (!strncmp(line, "RESUMED", 7)) {
+			reply("REPORT resumed_ns=%lld gap_ms=%lld\n", (long long)resumed_ns, (long long)(gap_ns / 1000000));
+		} else if (!strncmp(line, "EXIT", 4)) {
+			exit(0);
+		}
+	}
+	return 0;
+}
