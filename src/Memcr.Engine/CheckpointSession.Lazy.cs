@@ -117,7 +117,7 @@ public sealed partial class CheckpointSession
             LazySession.CloseInTarget(_tracer, _lazyFd, _log);
             throw new LazyRestoreUnavailableException($"pid {Pid} cannot be restored lazily: cannot write {LazyLedger.PathFor(ImagePath)}: {e.Message}", e);
         }
-        return new LazyRestore(Pid, image, fd, pending, ledger, _log);
+        return new LazyRestore(Pid, image, fd, pending, ledger, _options, _log);
     }
 
     /// <summary>A syscall instruction in the target's code or vDSO, for remote calls.</summary>
@@ -200,7 +200,7 @@ public sealed partial class CheckpointSession
     /// <summary>Writes the records that are not served lazily, through /proc/PID/mem (which forces through page protections).</summary>
     private void WriteEagerly(ImageReader image, bool[] lazy)
     {
-        using var source = new RecordSource(image);
+        using var source = new RecordSource(image, _options.KeepImageCached);
         for (int i = 0; i < lazy.Length; i++)
         {
             if (lazy[i])

@@ -98,7 +98,7 @@ public sealed class LazySession : IDisposable
             using (var pidfd = ProcessCalls.PidfdOpen(pid))
                 fd = new UserFaultFd(ProcessCalls.TakeFd(pidfd, pid, targetFd), $"pid {pid}");
             LetRun(pid, log);
-            var lazy = new LazyRestore(pid, image, fd, pending, null, log);
+            var lazy = new LazyRestore(pid, image, fd, pending, LazyLedger.Reopen(options.ImagePath, log.Error), options, log);
             lazy.Start();
             // Faults the memcr that died had read but not answered: raised again, to this one.
             lazy.WakeAll();

@@ -1,5 +1,3 @@
-using System.Collections.Concurrent;
-using System.Runtime.ExceptionServices;
 using System.Runtime.InteropServices;
 using Memcr.Image;
 using Memcr.Linux;
@@ -16,16 +14,12 @@ public interface IPageRestorer
 }
 
 /// <summary>
-/// Copies every page back at once, in one pipeline: a <see cref="BatchStream"/> reads the image
-/// in large sequential reads while <paramref name="parallelism"/> threads check each batch's
-/// records (header, index entry, payload checksum), decode them (decrypting and decompressing,
-/// checking the content checksum) and write their pages into the target: process_vm_writev in
-/// large batches for writable mappings, /proc/PID/mem (which forces through page protections) for
-/// read-only and PROT_NONE ones. A record's pages are written only once it is checked. With
-/// <paramref name="readBack"/> (memcr -c) every record is read back from the target once written
-/// and compared with its content checksum. With <paramref name="keepCache"/> the image is read
-/// through the page cache and left there; otherwise it is read with O_DIRECT. Its buffers are
-/// granted by <paramref name="budget"/> and sized to fit the grant (<see cref="RestoreBuffers"/>).
+/// Copies every page back at once: the <see cref="RecordPipeline"/> reads, checks and decodes the
+/// records on <paramref name="parallelism"/> threads, which write their pages into the target:
+/// process_vm_writev in large batches for writable mappings, /proc/PID/mem (which forces through
+/// page protections) for read-only and PROT_NONE ones. A record's pages are written only once it
+/// is checked. With <paramref name="readBack"/> (memcr -c) every record is read back from the
+/// target once written and compared with its content checksum.
 /// </summary>
 public sealed class EagerPageRestorer(RemoteMemory memory, int parallelism, MemoryBudget budget, bool keepCache = false, bool readBack = false, Log? log = null) : IPageRestorer
 {
@@ -40,73 +34,25 @@ public sealed class EagerPageRestorer(RemoteMemory memory, int parallelism, Memo
             writable[i] = Covered(mapped, entry.Address, entry.End) ?? throw new CheckpointException(
                 $"pages 0x{entry.Address:x}-0x{entry.End:x} of the image are no longer mapped in pid {memory.Pid}");
         }
-
-        int workers = Math.Max(1, parallelism);
-        bool packed = image.Header.Packed;
         int checkBytes = readBack && image.Index.Count > 0 ? image.Index.Max(e => e.Length) : 0;
-        var (least, wanted) = RestoreBuffers.Ask(workers, packed, checkBytes, image.Header.PageSize);
-        using var grant = budget.Acquire(least, wanted);
-        var layout = RestoreBuffers.For(grant, workers, packed, checkBytes, image.Header.PageSize);
-        log?.Debug($"buffers: {grant.Bytes >> 10} kB granted; {layout}");
-        using var stream = new BatchStream(image, layout.ReadBytes, packed ? layout.PageBytes : layout.ReadBytes, layout.Reads, keepCache);
-        var failures = new ConcurrentQueue<Exception>();
-        var threads = new Thread[workers];
-        for (int t = 0; t < workers; t++)
+        new RecordPipeline(image, parallelism, budget, keepCache, log, checkBytes).Run((batch, w) =>
         {
-            threads[t] = new Thread(() =>
-            {
-                try
-                {
-                    using var w = new Worker(layout.PageBytes);
-                    while (stream.TryTake(out var batch))
-                    {
-                        try
-                        {
-                            Write(image, batch, writable, w);
-                        }
-                        finally
-                        {
-                            stream.Return(batch);
-                        }
-                    }
-                }
-                catch (Exception e)
-                {
-                    failures.Enqueue(e);
-                    stream.Stop();
-                }
-            }) { Name = $"memcr restore {t}", IsBackground = true };
-            threads[t].Start();
-        }
-        foreach (var t in threads)
-            t.Join();
-        if (failures.TryDequeue(out var first))
-            ExceptionDispatchInfo.Throw(first);
+            Write(image, batch, writable);
+            if (readBack)
+                ReadBack(image, batch, w);
+            return true;
+        });
     }
 
-    /// <summary>Checks a batch's records, decodes them and writes their pages into the target.</summary>
-    private void Write(ImageReader image, FilledBatch filled, bool[] writable, Worker w)
+    /// <summary>Writes a checked, decoded batch's pages into the target.</summary>
+    private void Write(ImageReader image, DecodedBatch decoded, bool[] writable)
     {
-        var batch = filled.Batch;
-        var headers = image.CheckBatch(batch, filled.Data);
-        int pageBytes = 0;
-        for (int i = batch.First; i < batch.First + batch.Count; i++)
-            pageBytes += image.Index[i].Length;
+        var batch = decoded.Batch;
         var transfers = new List<Transfer>(batch.Count);
-        int used = 0;
         for (int i = batch.First; i < batch.First + batch.Count; i++)
         {
             var entry = image.Index[i];
-            nint from = filled.Pointer + image.PayloadOffset(batch, i);
-            if (!headers[i - batch.First].IsPlain)
-            {
-                var buffer = w.PagesFor(pageBytes, image.Header.PageSize);
-                w.Decoder ??= image.CreateDecoder();
-                image.Decode(batch, filled.Data, headers, i, w.Decoder, buffer.GetSpan().Slice(used, entry.Length));
-                from = buffer.Pointer + used;
-                used += entry.Length;
-            }
-            var t = new Transfer(entry.Address, from, entry.Length);
+            var t = new Transfer(entry.Address, decoded.Pages(i), entry.Length);
             if (writable[i])
                 transfers.Add(t);
             else
@@ -122,13 +68,12 @@ public sealed class EagerPageRestorer(RemoteMemory memory, int parallelism, Memo
             foreach (var t in transfers)
                 memory.WriteMem(t);
         }
-        if (readBack)
-            ReadBack(image, batch, headers, w);
     }
 
     /// <summary>Reads each record of the batch back from the target and compares it with its content checksum.</summary>
-    private void ReadBack(ImageReader image, in PageBatch batch, RecordHeader[] headers, Worker w)
+    private void ReadBack(ImageReader image, DecodedBatch decoded, RecordPipeline.Worker w)
     {
+        var (batch, headers) = (decoded.Batch, decoded.Headers);
         for (int i = batch.First; i < batch.First + batch.Count; i++)
         {
             var entry = image.Index[i];
@@ -139,35 +84,6 @@ public sealed class EagerPageRestorer(RemoteMemory memory, int parallelism, Memo
                 throw new CheckpointException(
                     $"checksum mismatch after restore: page record {i} (pages 0x{entry.Address:x}-0x{entry.End:x}) reads back from pid {memory.Pid} different from what was checkpointed");
             }
-        }
-    }
-
-    /// <summary>What one writer thread decodes into and reads back into, made when first needed.</summary>
-    private sealed class Worker(int pageBytes) : IDisposable
-    {
-        public AlignedBuffer? Pages { get; private set; }
-        public RecordDecoder? Decoder { get; set; }
-        public AlignedBuffer? Check { get; set; }
-
-        /// <summary>
-        /// The buffer decoded pages go to, at least <paramref name="bytes"/> long: a record larger
-        /// than a batch's planned pages is read alone, and the buffer grows for it.
-        /// </summary>
-        public AlignedBuffer PagesFor(int bytes, int pageSize)
-        {
-            if (Pages is null || Pages.Length < bytes)
-            {
-                (Pages as IDisposable)?.Dispose();
-                Pages = new AlignedBuffer(Math.Max(pageBytes, bytes), pageSize);
-            }
-            return Pages;
-        }
-
-        public void Dispose()
-        {
-            (Pages as IDisposable)?.Dispose();
-            (Check as IDisposable)?.Dispose();
-            Decoder?.Dispose();
         }
     }
 

@@ -277,6 +277,20 @@ public sealed class ImageReader : IDisposable
     }
 
     /// <summary>
+    /// Reads a batch through <paramref name="file"/>, a handle from <see cref="Reopen"/>
+    /// (<paramref name="align"/>: the page size if it reads with O_DIRECT, else 1), into
+    /// <paramref name="buffer"/>, which must hold the batch widened to whole blocks; returns where
+    /// in it the batch starts. Nothing is checked yet (<see cref="CheckBatch"/>).
+    /// </summary>
+    public int ReadBatchThrough(SafeFileHandle file, int align, in PageBatch batch, Span<byte> buffer)
+    {
+        long start = batch.Start / align * align;
+        long end = ImageFormat.AlignUp(batch.Start + batch.Length, align);
+        BatchStream.ReadFully(file, buffer[..(int)(end - start)], start, batch.Start + batch.Length, align, Path);
+        return (int)(batch.Start - start);
+    }
+
+    /// <summary>
     /// Checks every record of a batch whose bytes, from <see cref="PageBatch.Start"/>, are in
     /// <paramref name="data"/>: header, number, padding, agreement with the index, payload checksum.
     /// Returns the records' headers.

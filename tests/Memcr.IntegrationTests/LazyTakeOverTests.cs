@@ -34,7 +34,7 @@ public sealed class LazyTakeOverTests
             await LazyRestoreTests.WaitUntilServiceHoldsNothing(daemon);
             Assert.Contains("its lazy restore was left unfinished by a previous memcr: taking it over", daemon.Process.Output);
             Assert.Contains("restore complete", daemon.Process.Output);
-            var report = target.Check();
+            var report = target.Ask("CHECK FED");
             Assert.True(report["ok"] == "1", $"{string.Join(' ', report.Select(kv => kv.Key + "=" + kv.Value))}\n{daemon.Process.Output}");
             Assert.Equal("65536", report["fed"]);
             Assert.Equal(0, daemon.Stop());

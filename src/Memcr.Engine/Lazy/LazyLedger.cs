@@ -66,6 +66,16 @@ internal sealed class LazyLedger : IDisposable
         return new LazyLedger(file, path, header.Length, error);
     }
 
+    /// <summary>Goes on with the ledger of a restore being taken over (should this memcr die too); null if there is none.</summary>
+    public static LazyLedger? Reopen(string imagePath, Action<string> error)
+    {
+        string path = PathFor(imagePath);
+        if (!File.Exists(path))
+            return null;
+        var file = File.OpenHandle(path, FileMode.Open, FileAccess.Write);
+        return new LazyLedger(file, path, RandomAccess.GetLength(file), error);
+    }
+
     /// <summary>The process discarded [start, end) (madvise, munmap): nothing there is owed any more.</summary>
     public void Remove(ulong start, ulong end) => Append(Removed, start, end, 0);
 

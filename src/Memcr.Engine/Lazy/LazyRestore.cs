@@ -13,10 +13,14 @@ namespace Memcr.Engine.Lazy;
 /// touches a page still missing waits in the kernel until this answers with UFFDIO_COPY of the
 /// whole record around it, while a second thread copies in the rest in image order.
 ///
-/// One lock orders every copy with the reading of events: the kernel lets a munmap, madvise or
-/// mremap of the process go on only once its event has been read, and refuses copies (EAGAIN)
-/// while one is queued; a copy made under the lock is therefore either done before the pages
-/// change or decided after the event was taken into account. Pages the process discards are no
+/// A reader-writer gate orders every copy with the reading of events: the kernel lets a munmap,
+/// madvise or mremap of the process go on only once its event has been read, and refuses copies
+/// (EAGAIN) while one is queued; events are read with the gate held for writing and copies are
+/// made with it held for reading, so a copy is either done before the pages change or decided
+/// after the event was taken into account, and copies run side by side (one thread copies about
+/// 500 MB/s here, page allocation being most of it). The fill is the restore's page pipeline
+/// (<see cref="RecordPipeline"/>): large O_DIRECT reads overlapped with checking, decoding and
+/// copying, in buffers granted by the memory budget. Pages the process discards are no
 /// longer owed, pages it moves are owed where they went, and a child it forks gets a userfaultfd
 /// of its own, served from a copy of what was owed at the fork.
 /// </summary>
@@ -26,6 +30,7 @@ public sealed class LazyRestore : IDisposable
     public const ulong Features = UserFaultFd.FeatureEventFork | UserFaultFd.FeatureEventRemap
         | UserFaultFd.FeatureEventRemove | UserFaultFd.FeatureEventUnmap;
 
+    private readonly ReaderWriterLockSlim _gate = new();
     private readonly object _sync = new();
     private readonly List<Space> _spaces = [];
     private readonly ImageReader _image;
@@ -50,9 +55,16 @@ public sealed class LazyRestore : IDisposable
         public bool Gone { get; set; }
     }
 
-    internal LazyRestore(int pid, ImageReader image, UserFaultFd fd, PendingPages pending, LazyLedger? ledger, Log log)
+    private readonly int _parallelism;
+    private readonly MemoryBudget _budget;
+    private readonly bool _keepCache;
+
+    internal LazyRestore(int pid, ImageReader image, UserFaultFd fd, PendingPages pending, LazyLedger? ledger, CheckpointOptions options, Log log)
     {
         _pid = pid;
+        _parallelism = options.Parallelism;
+        _budget = options.Budget ?? new MemoryBudget();
+        _keepCache = options.KeepImageCached;
         _ledger = ledger;
         _image = image;
         _pageSize = image.Header.PageSize;
@@ -152,7 +164,12 @@ public sealed class LazyRestore : IDisposable
     {
         var messages = new UserFaultMessage[64];
         var waiting = new List<(Space Space, ulong Page)>();
-        using var source = new RecordSource(_image);
+        using var source = new RecordSource(_image, _keepCache);
+        int load = -1;
+        // A thread waits on each read made here: it goes ahead of the fill's stream of large reads,
+        // which the I/O scheduler (mq-deadline) would otherwise serve first for up to half a second.
+        if (!Linux.Kernel.ProcessCalls.RaiseThreadIoPriority())
+            _log.Debug($"cannot raise the I/O priority of the thread that answers faults: {SyscallException.Describe(Errno.Last)}");
         try
         {
             while (!_over)
@@ -166,17 +183,42 @@ public sealed class LazyRestore : IDisposable
                     Thread.Sleep(50);
                     continue;
                 }
-                UserFaultFd.Poll(fds, waiting.Count > 0 ? 1 : 50);
+                if (load < 0)
+                    UserFaultFd.Poll(fds, waiting.Count > 0 ? 1 : 50);
+                _gate.EnterWriteLock();
+                try
+                {
+                    lock (_sync)
+                    {
+                        foreach (var space in _spaces.ToArray())
+                            TakeMessages(space, messages, waiting);
+                    }
+                }
+                finally
+                {
+                    _gate.ExitWriteLock();
+                }
+                _gate.EnterReadLock();
+                try
+                {
+                    waiting.RemoveAll(w => Answer(w.Space, w.Page, source));
+                }
+                finally
+                {
+                    _gate.ExitReadLock();
+                }
                 lock (_sync)
                 {
-                    foreach (var space in _spaces.ToArray())
-                        TakeMessages(space, messages, waiting);
-                    waiting.RemoveAll(w => Answer(w.Space, w.Page, source));
+                    load = waiting.Select(w => w.Space.Pending.Find(w.Page)?.Record ?? -1).FirstOrDefault(r => r >= 0, -1);
                     if (!ProcFs.Exists(_pid))
                         _spaces[0].Gone = true;
                     if (_spaces.All(s => s.Gone || s.Pending.IsEmpty) && waiting.Count == 0)
                         _filled.Set();
                 }
+                // Read outside the gate: the fill goes on copying meanwhile, and the faults are
+                // answered on the next turn from what is owed then.
+                if (load >= 0)
+                    source.Load(_image.RecordBatch(load));
             }
         }
         catch (Exception e)
@@ -221,18 +263,21 @@ public sealed class LazyRestore : IDisposable
         }
     }
 
-    /// <summary>Answers a fault: the record around the page, or a zero page if nothing is owed there. False to try again later.</summary>
+    /// <summary>Answers a fault: the record around the page (once read), or a zero page if nothing is owed there. False to try again later.</summary>
     private bool Answer(Space space, ulong page, RecordSource source)
     {
         if (space.Gone)
             return true;
-        if (space.Pending.Find(page) is not { } owed)
+        PendingExtent? found;
+        lock (_sync)
+            found = space.Pending.Find(page);
+        if (found is not { } owed)
         {
             int r = space.Fd.ZeroPage(page, (ulong)_pageSize);
             return r != -Errno.EAGAIN;
         }
         if (!source.Holds(owed.Record))
-            source.Load(_image.RecordBatch(owed.Record));
+            return false;
         bool done = CopyRecord(space, owed.Record, source.Pages(owed.Record), out ulong copied);
         Interlocked.Add(ref _demandPages, (long)(copied / (ulong)_pageSize));
         return done;
@@ -242,7 +287,10 @@ public sealed class LazyRestore : IDisposable
     private bool CopyRecord(Space space, int record, nint pages, out ulong copied)
     {
         copied = 0;
-        foreach (var e in space.Pending.OfRecord(record))
+        List<PendingExtent> owed;
+        lock (_sync)
+            owed = space.Pending.OfRecord(record);
+        foreach (var e in owed)
         {
             ulong done = 0;
             bool pageByPage = false;
@@ -281,48 +329,60 @@ public sealed class LazyRestore : IDisposable
                 else
                     throw new SyscallException("ioctl(UFFDIO_COPY)", $"{space.Fd.Owner} [{e.Start + done:x}-{e.End:x}]", (int)-r);
             }
-            space.Pending.Remove(e.Start, e.End);
+            lock (_sync)
+                space.Pending.Remove(e.Start, e.End);
         }
         return true;
     }
 
-    /// <summary>Copies in everything still owed, in image order, a batch at a time.</summary>
+    /// <summary>Copies in everything still owed, through the restore's page pipeline; batches nothing is owed of are skipped.</summary>
     private void Fill()
     {
-        using var source = new RecordSource(_image);
         try
         {
-            foreach (var batch in _image.PlanBatches(2 << 20, 2 << 20))
-            {
-                if (_over || _filled.IsSet)
-                    return;
-                bool owed;
-                lock (_sync)
-                    owed = _spaces.Any(s => !s.Gone && Enumerable.Range(batch.First, batch.Count).Any(r => s.Pending.OfRecord(r).Count > 0));
-                if (!owed)
-                    continue;
-                source.Load(batch);
-                for (int r = batch.First; r < batch.First + batch.Count; r++)
-                {
-                    while (true)
-                    {
-                        bool done = true;
-                        lock (_sync)
-                        {
-                            foreach (var space in _spaces.Where(s => !s.Gone))
-                                done &= CopyRecord(space, r, source.Pages(r), out _);
-                        }
-                        if (done || _over || _filled.IsSet)
-                            break;
-                        Thread.Sleep(1); // an event is queued: the fault thread reads it first
-                    }
-                }
-            }
+            new RecordPipeline(_image, _parallelism, _budget, _keepCache, _log).Run(CopyBatch, Owed);
         }
         catch (Exception e)
         {
             Fail(e);
         }
+    }
+
+    private bool Owed(PageBatch batch)
+    {
+        lock (_sync)
+            return _spaces.Any(s => !s.Gone && Enumerable.Range(batch.First, batch.Count).Any(r => s.Pending.OfRecord(r).Count > 0));
+    }
+
+    /// <summary>Copies a batch's records to every space that still owes them; false once the serving is over.</summary>
+    private bool CopyBatch(DecodedBatch batch, RecordPipeline.Worker worker)
+    {
+        for (int r = batch.Batch.First; r < batch.Batch.First + batch.Batch.Count; r++)
+        {
+            while (true)
+            {
+                if (_over || _filled.IsSet)
+                    return false;
+                bool done = true;
+                _gate.EnterReadLock();
+                try
+                {
+                    Space[] spaces;
+                    lock (_sync)
+                        spaces = [.. _spaces.Where(s => !s.Gone)];
+                    foreach (var space in spaces)
+                        done &= CopyRecord(space, r, batch.Pages(r), out _);
+                }
+                finally
+                {
+                    _gate.ExitReadLock();
+                }
+                if (done)
+                    break;
+                Thread.Sleep(1); // an event is queued: the fault thread reads it first
+            }
+        }
+        return true;
     }
 
     /// <summary>
@@ -377,5 +437,6 @@ public sealed class LazyRestore : IDisposable
             s.Fd.Dispose();
         _ledger?.Dispose();
         _filled.Dispose();
+        _gate.Dispose();
     }
 }

@@ -1,42 +1,56 @@
 using Memcr.Image;
 using Memcr.Linux.Memory;
+using Microsoft.Win32.SafeHandles;
 
 namespace Memcr.Engine.Lazy;
 
 /// <summary>
-/// Reads batches of image records and gives their pages, checked and decoded: one per thread of a
-/// lazy restore. Each record is checked (header, index entry, payload checksum; then GCM tag and
-/// content checksum as it is decoded) before any of its pages is handed out.
+/// Reads image records one batch at a time and gives their pages, checked and decoded: for the
+/// records a lazy restore's faults need at once. Each record is checked (header, index entry,
+/// payload checksum; then GCM tag and content checksum as it is decoded) before any of its pages
+/// is handed out. It reads with O_DIRECT (unless the image is to stay cached) through a handle of
+/// its own: it serves faults, so its reads also go ahead of the fill's (see LazyRestore).
 /// </summary>
-internal sealed class RecordSource(ImageReader image) : IDisposable
+internal sealed class RecordSource : IDisposable
 {
+    private readonly ImageReader _image;
+    private readonly SafeFileHandle _handle;
+    private readonly int _align;
     private AlignedBuffer? _file;
     private AlignedBuffer? _pages;
     private RecordDecoder? _decoder;
     private readonly Dictionary<int, nint> _where = [];
 
+    public RecordSource(ImageReader image, bool keepCache)
+    {
+        _image = image;
+        _handle = image.Reopen(direct: !keepCache, out bool direct);
+        _align = direct ? image.Header.PageSize : 1;
+    }
+
     /// <summary>Reads <paramref name="batch"/> and decodes its records; <see cref="Pages"/> then points at each one's pages.</summary>
     public void Load(in PageBatch batch)
     {
-        int page = image.Header.PageSize;
-        _file = Fit(_file, batch.Length, page);
-        var headers = image.ReadBatch(batch, _file.Memory);
+        int page = _image.Header.PageSize;
+        _file = Fit(_file, batch.Length + 2 * page, page);
+        int at = _image.ReadBatchThrough(_handle, _align, batch, _file.GetSpan());
+        var headers = _image.CheckBatch(batch, _file.GetSpan().Slice(at, batch.Length));
         int pageBytes = 0;
         for (int i = batch.First; i < batch.First + batch.Count; i++)
-            pageBytes += image.Index[i].Length;
+            pageBytes += _image.Index[i].Length;
         _where.Clear();
         int used = 0;
         for (int i = batch.First; i < batch.First + batch.Count; i++)
         {
-            int length = image.Index[i].Length;
+            int length = _image.Index[i].Length;
             if (headers[i - batch.First].IsPlain)
             {
-                _where[i] = _file.Pointer + image.PayloadOffset(batch, i);
+                _where[i] = _file.Pointer + at + _image.PayloadOffset(batch, i);
                 continue;
             }
             _pages = Fit(_pages, pageBytes, page);
-            _decoder ??= image.CreateDecoder();
-            image.Decode(batch, _file.GetSpan(), headers, i, _decoder, _pages.GetSpan().Slice(used, length));
+            _decoder ??= _image.CreateDecoder();
+            _image.Decode(batch, _file.GetSpan().Slice(at, batch.Length), headers, i, _decoder, _pages.GetSpan().Slice(used, length));
             _where[i] = _pages.Pointer + used;
             used += length;
         }
@@ -57,6 +71,7 @@ internal sealed class RecordSource(ImageReader image) : IDisposable
 
     public void Dispose()
     {
+        _handle.Dispose();
         (_file as IDisposable)?.Dispose();
         (_pages as IDisposable)?.Dispose();
         _decoder?.Dispose();

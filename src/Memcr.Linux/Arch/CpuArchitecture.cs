@@ -109,4 +109,5 @@ public sealed record SyscallNumbers
     public required long Clone3 { get; init; }
     public required long CloseRange { get; init; }
     public required long PidfdGetfd { get; init; }
+    public required long IoprioSet { get; init; }
 }

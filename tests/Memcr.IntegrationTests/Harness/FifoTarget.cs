@@ -37,14 +37,18 @@ public sealed partial class FifoTarget : IDisposable
         return Start("memtest", dir => [exe, dir, heapMb.ToString(CultureInfo.InvariantCulture), fill]);
     }
 
-    /// <summary>Starts lazytest (tests/targets/lazytest.c) with an <paramref name="mb"/> MiB region; its reader waits on the FIFO <c>feed</c> in <see cref="Dir"/>.</summary>
-    public static FifoTarget StartLazytest(int mb)
+    /// <summary>
+    /// Starts lazytest (tests/targets/lazytest.c) with an <paramref name="mb"/> MiB region; its
+    /// reader waits on the FIFO <c>feed</c> in <see cref="Dir"/>. <paramref name="onResume"/>
+    /// "exit" or "kill": it exits or SIGKILLs itself as soon as it runs after a freeze.
+    /// </summary>
+    public static FifoTarget StartLazytest(int mb, string onResume = "")
     {
         string exe = Gcc.Build("lazytest");
         return Start("lazytest", dir =>
         {
             MakeFifo(Path.Combine(dir, "feed"));
-            return [exe, dir, mb.ToString(CultureInfo.InvariantCulture)];
+            return [exe, dir, mb.ToString(CultureInfo.InvariantCulture), onResume];
         });
     }
 
