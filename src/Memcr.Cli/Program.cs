@@ -198,6 +198,11 @@ internal static class MemcrProgram
             log.Error($"{e.Message}; restoring eagerly");
             return null;
         }
+        catch (CheckpointException)
+        {
+            Journal.Delete(options.DumpDir, session.Pid); // the process was killed: nothing to take over
+            throw;
+        }
         if (lazy is null)
             return 0;
         using (lazy)
