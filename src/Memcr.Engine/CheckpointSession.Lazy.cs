@@ -2,6 +2,7 @@ using System.Diagnostics;
 using Memcr.Engine.Lazy;
 using Memcr.Image;
 using Memcr.Linux;
+using Memcr.Linux.Arch;
 using Memcr.Linux.Kernel;
 using Memcr.Linux.Memory;
 using Memcr.Linux.Proc;
@@ -105,7 +106,7 @@ public sealed partial class CheckpointSession
             throw new LazyRestoreUnavailableException($"pid {Pid} cannot be restored lazily: {e.Message}", e);
         }
         var pending = new PendingPages(Enumerable.Range(0, lazy.Length).Where(i => lazy[i])
-            .Select(i => new PendingExtent(image.Index[i].Address, image.Index[i].End, i, 0)));
+            .Select(i => PendingExtent.Whole(image, i)));
         LazyLedger ledger;
         try
         {
@@ -121,8 +122,10 @@ public sealed partial class CheckpointSession
     }
 
     /// <summary>A syscall instruction in the target's code or vDSO, for remote calls.</summary>
-    private ulong SyscallInstruction() =>
-        RemoteSyscall.FindSyscallInstruction(Pid, ProcFs.ReadMaps(Pid, RemoteSyscall.MayHoldSyscallInstruction), _arch, _memory);
+    private ulong SyscallInstruction() => SyscallInstruction(Pid, _arch, _memory);
+
+    internal static ulong SyscallInstruction(int pid, CpuArchitecture arch, RemoteMemory memory) =>
+        RemoteSyscall.FindSyscallInstruction(pid, ProcFs.ReadMaps(pid, RemoteSyscall.MayHoldSyscallInstruction), arch, memory);
 
     /// <summary>userfaultfd() run by the target (so that it serves the target's memory), then taken with pidfd_getfd.</summary>
     private UserFaultFd MakeUserFaultFd()

@@ -92,7 +92,7 @@ public sealed class LazySession : IDisposable
                 var registered = LazyRestore.Registered(pid);
                 pending = new PendingPages(Enumerable.Range(0, image.Index.Count)
                     .Where(i => registered.Any(r => r.Start < image.Index[i].End && image.Index[i].Address < r.End))
-                    .Select(i => new PendingExtent(image.Index[i].Address, image.Index[i].End, i, 0)));
+                    .Select(i => PendingExtent.Whole(image, i)));
             }
             UserFaultFd fd;
             using (var pidfd = ProcessCalls.PidfdOpen(pid))
@@ -190,7 +190,7 @@ public sealed class LazySession : IDisposable
         var arch = CpuArchitecture.Current;
         ulong instruction;
         using (var memory = new RemoteMemory(tracer.Pid))
-            instruction = RemoteSyscall.FindSyscallInstruction(tracer.Pid, ProcFs.ReadMaps(tracer.Pid, RemoteSyscall.MayHoldSyscallInstruction), arch, memory);
+            instruction = CheckpointSession.SyscallInstruction(tracer.Pid, arch, memory);
         using var remote = RemoteSyscall.Open(tracer, arch, instruction);
         long r = remote.Call(arch.Syscalls.Close, (ulong)fd);
         if (r < 0)

@@ -13,16 +13,6 @@ public sealed class LazyProcessTests
 {
     private static string P(int pid) => pid.ToString(CultureInfo.InvariantCulture);
 
-    /// <summary>64 KiB the reader of lazytest expects: byte i is i * 7 + 3.</summary>
-    private static void Feed(FifoTarget target)
-    {
-        var bytes = new byte[64 << 10];
-        for (int i = 0; i < bytes.Length; i++)
-            bytes[i] = (byte)(i * 7 + 3);
-        using var feed = new FileStream(Path.Combine(target.Dir, "feed"), FileMode.Open, FileAccess.Write, FileShare.ReadWrite, 1);
-        feed.Write(bytes);
-    }
-
     private static void AssertOk(Dictionary<string, string> report, string context) =>
         Assert.True(report["ok"] == "1", $"{string.Join(' ', report.Select(kv => kv.Key + "=" + kv.Value))}\n{context}");
 
@@ -38,7 +28,7 @@ public sealed class LazyProcessTests
         memcr.WaitFor("resumed in");
         // At once, while most of the 512 MiB is still to come: the reader's read() gets its bytes
         // through pages that are missing, then the process moves, discards and forks.
-        Feed(target);
+        target.Feed();
         var mutated = target.Ask("MUTATE");
         AssertOk(mutated, memcr.Output);
         Assert.Equal("0", mutated["child"]);
@@ -96,7 +86,7 @@ public sealed class LazyProcessTests
     public void Lazy_ForATargetThatCannotWaitOnMissingPages_IsRefusedWithNothingDone_OrEagerWithAuto()
     {
         bool unprivileged = File.ReadAllText("/proc/sys/vm/unprivileged_userfaultfd").Trim() != "0";
-        using var target = FifoTarget.StartLazytestAs(mb: 16, uid: 65534);
+        using var target = FifoTarget.StartLazytest(mb: 16, uid: 65534);
         string dir = Repo.NewScratchDir("lazyrefuse");
         string maps = target.Maps;
         var (code, output) = MemcrProcess.Run("-p", P(target.Pid), "-d", dir, "-n", "--lazy");
@@ -117,7 +107,7 @@ public sealed class LazyProcessTests
             Assert.Contains("the restore will be eager", output);
             Assert.Contains("upload took", output);
         }
-        Feed(target);
+        target.Feed();
         AssertOk(target.Ask("CHECK FED"), output);
         Assert.Equal(maps, target.Maps);
         Assert.Empty(Directory.GetFiles(dir));

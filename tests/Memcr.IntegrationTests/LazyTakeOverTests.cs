@@ -14,21 +14,12 @@ public sealed class LazyTakeOverTests
 {
     private static string P(int pid) => pid.ToString(CultureInfo.InvariantCulture);
 
-    private static void Feed(FifoTarget target)
-    {
-        var bytes = new byte[64 << 10];
-        for (int i = 0; i < bytes.Length; i++)
-            bytes[i] = (byte)(i * 7 + 3);
-        using var feed = new FileStream(Path.Combine(target.Dir, "feed"), FileMode.Open, FileAccess.Write, FileShare.ReadWrite, 1);
-        feed.Write(bytes);
-    }
-
     /// <summary>A service on <paramref name="dir"/> finishes the restore; the process ends intact with nothing of ours left.</summary>
     private static async Task AssertTakenOverAndIntact(FifoTarget target, string dir, string flags, string[] fds)
     {
         Assert.True(target.IsAlive);
         // Its reader's read() lands in pages nobody serves now: it waits, as do its other threads.
-        Feed(target);
+        target.Feed();
         using (var daemon = Daemon.Start(dir))
         {
             await LazyRestoreTests.WaitUntilServiceHoldsNothing(daemon);

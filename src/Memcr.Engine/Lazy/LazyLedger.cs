@@ -135,7 +135,7 @@ internal sealed class LazyLedger : IDisposable
         for (int i = 0; i < count; i++)
         {
             if ((bits[i / 8] & (1 << (i % 8))) != 0)
-                owed.Add(new PendingExtent(image.Index[i].Address, image.Index[i].End, i, 0));
+                owed.Add(PendingExtent.Whole(image, i));
         }
         var pending = new PendingPages(owed);
         // A write cut short by memcr's death leaves part of one event at the end: not an event.

@@ -1,3 +1,5 @@
+using Memcr.Image;
+
 namespace Memcr.Engine.Lazy;
 
 /// <summary>
@@ -7,6 +9,10 @@ namespace Memcr.Engine.Lazy;
 internal readonly record struct PendingExtent(ulong Start, ulong End, int Record, int Offset)
 {
     public ulong Length => End - Start;
+
+    /// <summary>All of image record <paramref name="record"/>, owed where it was saved.</summary>
+    public static PendingExtent Whole(ImageReader image, int record) =>
+        new(image.Index[record].Address, image.Index[record].End, record, 0);
 }
 
 /// <summary>

@@ -39,34 +39,37 @@ public sealed partial class FifoTarget : IDisposable
 
     /// <summary>
     /// Starts lazytest (tests/targets/lazytest.c) with an <paramref name="mb"/> MiB region; its
-    /// reader waits on the FIFO <c>feed</c> in <see cref="Dir"/>. <paramref name="onResume"/>
-    /// "exit" or "kill": it exits or SIGKILLs itself as soon as it runs after a freeze.
+    /// reader waits on the FIFO <c>feed</c> in <see cref="Dir"/> (<see cref="Feed"/>).
+    /// <paramref name="onResume"/> "exit" or "kill": it exits or SIGKILLs itself as soon as it runs
+    /// after a freeze. With <paramref name="uid"/> it runs as that user (setpriv), without root's capabilities.
     /// </summary>
-    public static FifoTarget StartLazytest(int mb, string onResume = "")
+    public static FifoTarget StartLazytest(int mb, string onResume = "", int? uid = null)
     {
         string exe = Gcc.Build("lazytest");
         return Start("lazytest", dir =>
         {
             MakeFifo(Path.Combine(dir, "feed"));
-            return [exe, dir, mb.ToString(CultureInfo.InvariantCulture), onResume];
-        });
-    }
-
-    /// <summary>As <see cref="StartLazytest"/>, but running as <paramref name="uid"/> (setpriv), without root's capabilities.</summary>
-    public static FifoTarget StartLazytestAs(int mb, int uid)
-    {
-        string exe = Gcc.Build("lazytest");
-        string id = uid.ToString(CultureInfo.InvariantCulture);
-        return Start("lazytest", dir =>
-        {
-            MakeFifo(Path.Combine(dir, "feed"));
+            string[] command = [exe, dir, mb.ToString(CultureInfo.InvariantCulture), onResume];
+            if (uid is not int id)
+                return command;
             const UnixFileMode All = UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.GroupRead | UnixFileMode.GroupWrite | UnixFileMode.OtherRead | UnixFileMode.OtherWrite;
             File.SetUnixFileMode(Path.Combine(dir, "feed"), All);
             File.SetUnixFileMode(Path.Combine(dir, "report"), All);
             File.SetUnixFileMode(Path.Combine(dir, "cmd"), All);
             File.SetUnixFileMode(dir, All | UnixFileMode.UserExecute | UnixFileMode.GroupExecute | UnixFileMode.OtherExecute);
-            return ["setpriv", $"--reuid={id}", $"--regid={id}", "--clear-groups", exe, dir, mb.ToString(CultureInfo.InvariantCulture)];
+            string user = id.ToString(CultureInfo.InvariantCulture);
+            return ["setpriv", $"--reuid={user}", $"--regid={user}", "--clear-groups", .. command];
         });
+    }
+
+    /// <summary>Writes the 64 KiB lazytest's reader expects (byte i is i * 7 + 3) into its FIFO <c>feed</c>.</summary>
+    public void Feed()
+    {
+        var bytes = new byte[64 << 10];
+        for (int i = 0; i < bytes.Length; i++)
+            bytes[i] = (byte)(i * 7 + 3);
+        using var feed = new FileStream(Path.Combine(Dir, "feed"), FileMode.Open, FileAccess.Write, FileShare.ReadWrite, 1);
+        feed.Write(bytes);
     }
 
     /// <summary>
