@@ -19,6 +19,12 @@ public sealed record MemcrArguments
 
     /// <summary>--lazy: resume at once and bring pages back on demand; --lazy=auto falls back to an eager restore where it cannot.</summary>
     public LazyMode Lazy { get; init; }
+
+    /// <summary>--incremental: keep the image after the restore and track writes, so that the next checkpoint saves only what changed.</summary>
+    public bool Incremental { get; init; }
+
+    /// <summary>--forget (with -p): end the write tracking of the process and remove its kept images.</summary>
+    public bool Forget { get; init; }
     public string? ParasiteSocketDir { get; init; }
     public string? Listen { get; init; }
     public int? ListenGid { get; init; }
@@ -66,6 +72,8 @@ public sealed record MemcrArguments
         new('\0', "keep-cache", ArgumentKind.None),
         new('\0', "buffer-budget", ArgumentKind.Required),
         new('\0', "lazy", ArgumentKind.Optional, Values: ["auto"]),
+        new('\0', "incremental", ArgumentKind.None),
+        new('\0', "forget", ArgumentKind.None),
     ];
 
     public static MemcrArguments Parse(IReadOnlyList<string> args, Func<string, string?>? environment = null)
@@ -94,6 +102,8 @@ public sealed record MemcrArguments
                         : o.Value.Equals("auto", StringComparison.OrdinalIgnoreCase) ? LazyMode.Auto
                         : throw new GetOptException($"invalid --lazy '{o.Value}': give --lazy or --lazy=auto"),
                 },
+                "incremental" => result with { Incremental = true },
+                "forget" => result with { Forget = true },
                 "compress" => result with { Codec = ParseCodec(o.Value) },
                 "checksum" => result with { Checksum = true },
                 "encrypt" => result with { Encryption = ParseCipher(o.Value) },
@@ -109,6 +119,8 @@ public sealed record MemcrArguments
                 _ => throw new GetOptException($"option '--{o.Spec.Long}' is not handled"),
             };
         }
+        if (result.Incremental && result.Lazy != LazyMode.Off)
+            throw new GetOptException("--lazy and --incremental cannot be combined yet: a lazy restore cannot track the writes made while its pages come back");
         if (result.KeyFile is not null && result.Encryption == Encryption.None)
             result = result with { Encryption = Encryption.Aes256Gcm };
         if (result.Encryption != Encryption.None && result.KeyFile is null && environment(KeyFileVariable) is { Length: > 0 } fromEnvironment)
@@ -192,6 +204,7 @@ public sealed record MemcrArguments
         Encryption = Encryption,
         Key = key,
         Lazy = Lazy,
+        Incremental = Incremental,
         Budget = new Memcr.Linux.Memory.MemoryBudget(BufferBudget),
     };
 
@@ -255,5 +268,13 @@ public sealed record MemcrArguments
                                      where the kernel or the target cannot have it; with =auto
                                      the restore is eager there instead. With -l, every restore
                                      the service makes is lazy: it answers once the process runs
+             --incremental           keep the image after the restore and track the process's
+                                     writes (userfaultfd write-protect, Linux 6.7+): its next
+                                     incremental checkpoint saves only the pages written since and
+                                     restores the rest from the kept images. With -l, for every
+                                     process. Ended by a checkpoint without it, by --forget, or
+                                     when the process exits
+             --forget                with -p: end the write tracking of the process and remove
+                                     its kept images (memcr-client --forget asks a service)
         """;
 }

@@ -97,11 +97,15 @@ internal static class MemcrProgram
         if (a.ParasiteSocketDir is not null)
             log.Debug($"-S {a.ParasiteSocketDir}: no parasite socket is used");
         var options = a.ToCheckpointOptions(pid, key);
+        if (a.Forget)
+            return Forget(pid, a.DumpDir, log);
         if (UnfinishedLazyRestore(options) is { } unfinished)
         {
             log.Error(unfinished);
             return 1;
         }
+        foreach (int exited in CheckpointSession.SweepExited(options.DumpDir, log))
+            log.Info($"removed the kept images of pid {exited}, which has exited");
         var lazy = a.Lazy;
         if (lazy != LazyMode.Off && LazyRestore.Refusal(pid) is { } refusal)
         {
@@ -216,6 +220,22 @@ internal static class MemcrProgram
                 lazy.Finish();
                 Journal.Delete(options.DumpDir, session.Pid);
             }
+        }
+    }
+
+    /// <summary>memcr -p PID --forget: ends the write tracking of PID.</summary>
+    private static int Forget(int pid, string dumpDir, Log log)
+    {
+        try
+        {
+            if (!CheckpointSession.Forget(pid, dumpDir, log))
+                log.Info($"pid {pid} has no write tracking in {dumpDir}: nothing to forget");
+            return 0;
+        }
+        catch (CheckpointException e)
+        {
+            log.Error(e.Message);
+            return 1;
         }
     }
 

@@ -2,6 +2,7 @@ using System.Net;
 using System.Runtime.InteropServices;
 using Memcr.Cli;
 using Memcr.Engine;
+using Memcr.Image;
 using Memcr.Service;
 
 /// <summary>memcr -l PORT|PATH: the service, until SIGTERM or SIGINT.</summary>
@@ -15,13 +16,18 @@ internal static class ServiceProgram
             log.Error($"--listen-address {a.ListenAddress}: not an IP address");
             return 1;
         }
+        bool persistentKey = key is not null;
+        // The images an incremental service keeps must be readable by its later checkpoints:
+        // without a key file, one random key for the service's life (it dies with the service).
+        if (key is null && a.Incremental && a.Encryption != Encryption.None)
+            key = System.Security.Cryptography.RandomNumberGenerator.GetBytes(ImageCipher.KeyLength(a.Encryption));
         var options = new ServiceOptions
         {
             Listen = a.Listen!,
             ListenAddress = address,
             SocketGroup = a.ListenGid,
             Timeout = a.Timeout,
-            PersistentKey = key is not null,
+            PersistentKey = persistentKey,
             Version = MemcrProgram.VersionText,
             Checkpoint = a.ToCheckpointOptions(0, key) with { DumpDir = Path.GetFullPath(a.DumpDir) },
         };

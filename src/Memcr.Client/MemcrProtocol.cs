@@ -12,6 +12,13 @@ public enum MemcrCommand
 
     /// <summary>Not in the original: answered with a response code, a length and that many bytes of JSON.</summary>
     Status = 102,
+
+    /// <summary>
+    /// Not in the original: ends the write tracking of a process restored with --incremental (it
+    /// is back for good) and removes its kept images. Answered 0 (also when nothing was tracked),
+    /// -1 when the process is checkpointed or cannot be seized, -2 for an invalid pid.
+    /// </summary>
+    Forget = 103,
 }
 
 /// <summary>Response codes of the memcr service (the original's).</summary>

@@ -11,6 +11,7 @@ internal static class ClientProgram
 {
     private const string Usage = """
         memcr-client -l PORT|PATH -p PID [-c -r] [-V]
+        memcr-client -l PORT|PATH -p PID --forget
         memcr-client -l PORT|PATH --status
         options:
           -h --help         help
@@ -20,6 +21,8 @@ internal static class ClientProgram
           -c --checkpoint   send checkpoint command to memcr service
           -r --restore      send restore command to memcr service
           -s --status       print which processes the service holds (JSON)
+          -F --forget       the process is back for good: end the tracking of its writes
+                             (memcr --incremental) and remove its kept images
           -V --version      print version and exit
         exit status: the service's answer (0 OK, 255 error, 254 invalid pid)
         """;
@@ -32,6 +35,7 @@ internal static class ClientProgram
         new('c', "checkpoint", ArgumentKind.None),
         new('r', "restore", ArgumentKind.None),
         new('s', "status", ArgumentKind.None),
+        new('F', "forget", ArgumentKind.None),
         new('V', "version", ArgumentKind.None),
     ];
 
@@ -71,8 +75,8 @@ internal static class ClientProgram
             Console.Error.WriteLine(Usage);
             return 1;
         }
-        bool checkpoint = Has("checkpoint"), restore = Has("restore");
-        if (!checkpoint && !restore && !status)
+        bool checkpoint = Has("checkpoint"), restore = Has("restore"), forget = Has("forget");
+        if (!checkpoint && !restore && !status && !forget)
         {
             Console.Error.WriteLine("You have to provide a command (checkpoint or restore or both)!");
             Console.Error.WriteLine(Usage);
@@ -80,7 +84,7 @@ internal static class ClientProgram
         }
         try
         {
-            return Send(location, pid, checkpoint, restore, status).GetAwaiter().GetResult();
+            return Send(location, pid, checkpoint, restore, status, forget).GetAwaiter().GetResult();
         }
         catch (Exception e) when (e is SocketException or IOException or ArgumentException)
         {
@@ -90,14 +94,14 @@ internal static class ClientProgram
         }
     }
 
-    private static async Task<int> Send(string location, int pid, bool checkpoint, bool restore, bool status)
+    private static async Task<int> Send(string location, int pid, bool checkpoint, bool restore, bool status, bool forget)
     {
         await using var connection = await MemcrConnection.OpenAsync(MemcrProtocol.ParseLocation(location)).ConfigureAwait(false);
         int ret = 0;
         if (status)
         {
             Console.Out.WriteLine(await connection.StatusJsonAsync().ConfigureAwait(false));
-            if (!checkpoint && !restore)
+            if (!checkpoint && !restore && !forget)
                 return 0;
         }
         if (checkpoint)
@@ -110,6 +114,12 @@ internal static class ClientProgram
         {
             Console.Out.WriteLine($"Will restore {pid}.");
             ret = (int)await connection.SendAsync(MemcrCommand.Restore, pid).ConfigureAwait(false);
+            Console.Out.WriteLine($"Procedure finished with {(ret == 0 ? "OK" : "ERROR")} status.");
+        }
+        if (forget)
+        {
+            Console.Out.WriteLine($"Will forget {pid}.");
+            ret = (int)await connection.SendAsync(MemcrCommand.Forget, pid).ConfigureAwait(false);
             Console.Out.WriteLine($"Procedure finished with {(ret == 0 ? "OK" : "ERROR")} status.");
         }
         Console.Out.WriteLine("Command executed, exiting.");

@@ -49,6 +49,12 @@ public sealed record CheckpointOptions
     /// </summary>
     public MemoryBudget? Budget { get; init; }
 
+    /// <summary>
+    /// memcr --incremental: the image is kept after the restore and the process's writes tracked,
+    /// so that its next checkpoint saves only the pages it wrote (an image over the kept one).
+    /// </summary>
+    public bool Incremental { get; init; }
+
     /// <summary>How the restore brings pages back (memcr --lazy).</summary>
     public LazyMode Lazy { get; init; }
 

@@ -3,7 +3,6 @@ using Memcr.Engine.Lazy;
 using Memcr.Image;
 using Memcr.Linux;
 using Memcr.Linux.Arch;
-using Memcr.Linux.Kernel;
 using Memcr.Linux.Memory;
 using Memcr.Linux.Proc;
 using Memcr.Linux.Ptrace;
@@ -39,6 +38,8 @@ public sealed partial class CheckpointSession
         try
         {
             image = OpenImage();
+            if (image.Header.Incremental)
+                throw new LazyRestoreUnavailableException($"the image of pid {Pid} is incremental: its pages come from {image.Header.ChainDepth + 1} images, which are restored eagerly");
             if (!_dropped)
             {
                 image.Dispose();
@@ -130,25 +131,19 @@ public sealed partial class CheckpointSession
     /// <summary>userfaultfd() run by the target (so that it serves the target's memory), then taken with pidfd_getfd.</summary>
     private UserFaultFd MakeUserFaultFd()
     {
-        long r;
-        using (var remote = RemoteSyscall.Open(_tracer, _arch, SyscallInstruction()))
-            r = remote.Call(_arch.Syscalls.Userfaultfd, UserFaultFd.CreateFlags);
-        if (r < 0)
-        {
-            string why = r == -Errno.EPERM
-                ? " (vm.unprivileged_userfaultfd is 0 and the target lacks CAP_SYS_PTRACE: its kernel-mode faults could not wait)"
-                : "";
-            throw new LazyRestoreUnavailableException($"pid {Pid} cannot be restored lazily: userfaultfd() in it: {SyscallException.Describe((int)-r)}{why}");
-        }
-        _lazyFd = (int)r;
         try
         {
-            using var pidfd = ProcessCalls.PidfdOpen(Pid);
-            return new UserFaultFd(ProcessCalls.TakeFd(pidfd, Pid, _lazyFd), $"pid {Pid}");
+            var (fd, targetFd) = UserFaultFdInTarget(UserFaultFd.CreateFlags);
+            if (fd is null)
+            {
+                throw new LazyRestoreUnavailableException(
+                    $"pid {Pid} cannot be restored lazily: userfaultfd() in it: {SyscallException.Describe(Errno.EPERM)} (vm.unprivileged_userfaultfd is 0 and the target lacks CAP_SYS_PTRACE: its kernel-mode faults could not wait)");
+            }
+            _lazyFd = targetFd;
+            return fd;
         }
         catch (SyscallException e)
         {
-            LazySession.CloseInTarget(_tracer, _lazyFd, _log);
             throw new LazyRestoreUnavailableException($"pid {Pid} cannot be restored lazily: {e.Message}", e);
         }
     }

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Security.Cryptography;
+using Memcr.Engine.Incremental;
 using Memcr.Image;
 using Memcr.Linux;
 using Memcr.Linux.Arch;
@@ -83,6 +84,13 @@ public sealed partial class CheckpointSession : IDisposable
     {
         TargetValidator.Validate(options.Pid);
         TargetValidator.ValidateDumpDir(options.DumpDir);
+        if (options.Incremental)
+        {
+            if (IncrementalUnavailable() is { } why)
+                throw new CheckpointException($"--incremental: {why}; nothing was done");
+            if (options.Encryption != Encryption.None && options.Key is null)
+                throw new CheckpointException("--incremental with -e needs --key-file: a random key dies with this memcr, and the next checkpoint could not read the image it keeps; nothing was done");
+        }
         log.Step($"seizing target pid {options.Pid}");
         Tracer tracer;
         try
@@ -146,13 +154,27 @@ public sealed partial class CheckpointSession : IDisposable
 
     private void Run(CancellationToken cancel)
     {
+        _previous = TakeStock();
+        try
+        {
+            Run(_previous, cancel);
+        }
+        finally
+        {
+            _previous?.Dispose();
+            _previous = null;
+        }
+    }
+
+    private void Run(ImageChain? previous, CancellationToken cancel)
+    {
         var selected = VmaSelector.Select(Pid, _options.IncludeFileMappings, (vma, reason) =>
         {
             if (reason.StartsWith("file mapping", StringComparison.Ordinal))
                 _log.Debug($"skipping {vma.Describe()}: {reason}");
             else
                 _log.Info($"skipping {reason} VMA {vma.Start:x16}..{vma.End:x16} {vma.Path}");
-        });
+        }, previous is null ? null : Tracked(previous.Newest.Vmas));
         bool many = selected.Count >= ManyVmas;
         Before = RssStats.Read(Pid);
         ulong vss = selected.Aggregate(0UL, (sum, v) => sum + v.Length);
@@ -161,7 +183,7 @@ public sealed partial class CheckpointSession : IDisposable
         _log.Step("downloading pages");
         _startedDownload = _lap = Stopwatch.GetTimestamp();
         var dump = new ImageDump(_options, _log, _memory, _imageId, _key);
-        var plan = dump.Plan(selected);
+        var plan = previous is not null ? PlanOver(dump, selected, previous) : dump.Plan(selected);
         (_dropSpans, _dropVmas) = (plan.DropSpans, plan.Vmas.Count);
         Lap("page scan");
         if (many)
@@ -171,6 +193,8 @@ public sealed partial class CheckpointSession : IDisposable
             Lap("garbage collection");
         }
         cancel.ThrowIfCancellationRequested();
+        if (dump.Parent is not null)
+            Demote(_previous!);
         try
         {
             dump.Write(plan, cancel);
@@ -307,6 +331,7 @@ public sealed partial class CheckpointSession : IDisposable
     {
         _over = true;
         DeleteImage();
+        ForgetChain();
         string how = exit.Signaled ? $"terminated by {Signals.Name(exit.TermSignal)}" : $"exited with status {exit.ExitCode}";
         throw new TargetTerminatedException(Pid, how);
     }
@@ -326,15 +351,19 @@ public sealed partial class CheckpointSession : IDisposable
         Poll();
         _log.Step("uploading pages");
         var started = Stopwatch.GetTimestamp();
+        bool tracking;
         try
         {
-            WriteBack();
+            var vmas = WriteBack();
+            // Before the target runs: none of its writes may go unseen.
+            tracking = _options.Incremental && ArmTracking(vmas);
         }
         catch (Exception e) when (e is ImageFormatException or IOException or CheckpointException or UnauthorizedAccessException)
         {
             _over = true;
             _tracer.Kill();
             DeleteImage();
+            ForgetChain();
             string why = e is ImageFormatException f ? f.Message : e.Message;
             throw new CheckpointException($"cannot restore pid {Pid}: {why}; pid {Pid} was killed with SIGKILL because its memory cannot be given back", e);
         }
@@ -345,20 +374,37 @@ public sealed partial class CheckpointSession : IDisposable
         // The target runs from here: removing the image (which can take a while for a large one) is not part of the restore.
         var took = Stopwatch.GetElapsedTime(started);
         _log.Info($"upload took {(long)took.TotalMilliseconds} ms");
+        if (tracking)
+        {
+            _imageExists = false; // kept for the next checkpoint
+            _log.Info($"image kept at {ImagePath}: the next incremental checkpoint of pid {Pid} saves only what it writes from now");
+            return took;
+        }
         DeleteImage();
+        ForgetChain();
         Lap("image removed");
         return took;
     }
 
-    private void WriteBack()
+    /// <summary>
+    /// Writes the pages back from the image (and, for an incremental image, from the older images
+    /// of its chain: from each what the newer ones kept). Every image of the chain is opened and
+    /// checked (header, key, index, digest, links) before the first page is written. Returns the
+    /// VMA table of the newest image.
+    /// </summary>
+    private IReadOnlyList<ImageVma> WriteBack()
     {
         _lap = Stopwatch.GetTimestamp();
-        using var image = OpenImage();
+        using var chain = ImageChain.Open(ImagePath, _imageId, Pid, _key);
         Lap("image check");
         if (!_dropped)
-            return; // nothing was dropped: the target's memory is intact
-        new EagerPageRestorer(_memory, _options.Parallelism, _options.Budget ?? new MemoryBudget(), _options.KeepImageCached, _options.Checksum, _log).Restore(image);
-        Lap("pages written back");
+            return chain.Newest.Vmas; // nothing was dropped: the target's memory is intact
+        var restorer = new EagerPageRestorer(_memory, _options.Parallelism, _options.Budget ?? new MemoryBudget(), _options.KeepImageCached, _options.Checksum, _log);
+        var wanted = chain.Wanted();
+        for (int i = 0; i < chain.Images.Count; i++)
+            restorer.Restore(chain.Images[i], wanted[i]);
+        Lap(chain.Images.Count == 1 ? "pages written back" : $"pages written back from {chain.Images.Count} images");
+        return chain.Newest.Vmas;
     }
 
     /// <summary>
@@ -410,6 +456,8 @@ public sealed partial class CheckpointSession : IDisposable
             _tracer.Kill();
         }
         DeleteImage();
+        // The tracking goes on (the pages written back count as written): the older image is the newest again.
+        Promote();
     }
 
     private void DeleteImage()

@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using Memcr.Engine.Incremental;
 using Memcr.Image;
 using Memcr.Linux;
 using Memcr.Linux.Memory;
@@ -48,9 +49,21 @@ internal sealed class ImageDump(CheckpointOptions options, Log log, RemoteMemory
     /// VMAs again as runs of adjacent ones, to drop once the image is written (a few runs for
     /// tens of thousands of VMAs).
     /// </summary>
-    internal sealed record CheckpointPlan(List<PlannedRecord> Records, VmaTable Vmas, ulong Bytes, List<(ulong Start, ulong End)> DropSpans);
+    internal sealed record CheckpointPlan(List<PlannedRecord> Records, VmaTable Vmas, ulong Bytes, List<(ulong Start, ulong End)> DropSpans)
+    {
+        /// <summary>Incremental checkpoints: the pages not written since the last restore that the older images hold.</summary>
+        public List<KeptRange>? Kept { get; init; }
+    }
 
-    public CheckpointPlan Plan(List<SelectedVma> selected)
+    /// <summary>Incremental checkpoints: the image this one is taken over (its id) and its depth in the chain.</summary>
+    public (ulong Id, int Depth)? Parent { get; set; }
+
+    /// <summary>
+    /// What to save. With <paramref name="held"/> (the pages the older images of the process's
+    /// chain hold, for an incremental checkpoint), pages that have not been written since its
+    /// restore write-protected them, and that the chain holds, are kept from there instead.
+    /// </summary>
+    public CheckpointPlan Plan(List<SelectedVma> selected, IReadOnlyList<KeptRange>? held = null)
     {
         var records = new List<PlannedRecord>();
         var vmas = new VmaTable(selected.Count);
@@ -58,7 +71,8 @@ internal sealed class ImageDump(CheckpointOptions options, Log log, RemoteMemory
         ulong total = 0;
         int withPages = 0;
         using var scanner = new PagemapScanner(Pid);
-        var runs = Scan(scanner, selected);
+        var runs = held is null ? Scan(scanner, selected) : ScanWrites(scanner, selected);
+        var unchanged = new List<KeptRange>();
         // Pages to save are gathered into one run for as long as they follow one another, across
         // VMA boundaries, then cut into records.
         ulong runStart = 0, runEnd = 0;
@@ -87,6 +101,11 @@ internal sealed class ImageDump(CheckpointOptions options, Log log, RemoteMemory
                 if (s.Kind == VmaKind.File && (run.State & PageState.Swapped) == 0 && (run.State & PageState.File) != 0)
                     continue;
                 ulong start = Math.Max(run.Start, s.Start), end = Math.Min(run.End, s.End);
+                if (held is not null && Unchanged(run.State, s.Kind))
+                {
+                    PageRanges.Add(unchanged, start, end);
+                    continue;
+                }
                 if (start != runEnd || forced != runForced)
                 {
                     Cut();
@@ -111,10 +130,22 @@ internal sealed class ImageDump(CheckpointOptions options, Log log, RemoteMemory
                 _log.Debug($"  {s.Start:x16}..{s.End:x16}  {VmaSelector.ShortName(s.Kind)} {saved / 1024,6} kB");
         }
         Cut();
-        _log.Info($"{withPages} VMAs with pages to save, {total / 1024} kB in {records.Count} records");
+        var kept = held is null ? null : PageRanges.Intersect(unchanged, held);
+        _log.Info($"{withPages} VMAs with pages to save, {total / 1024} kB in {records.Count} records"
+            + (kept is null ? "" : $"; {PageRanges.Bytes(kept) / 1024} kB unchanged, kept from the older images"));
         _log.Debug($"page scan by {(scanner.UsesScanIoctl ? "PAGEMAP_SCAN" : "/proc/PID/pagemap")}");
-        return new CheckpointPlan(records, vmas, total, drop);
+        return new CheckpointPlan(records, vmas, total, drop) { Kept = kept };
     }
+
+    /// <summary>
+    /// A page that has not changed since its restore: write-protected then and not written since,
+    /// and an anonymous page (a page-cache page was never saved). A page under a file mapping
+    /// counts only while present: a swapped-out entry there may be the kernel's marker for a page
+    /// the process discarded (its file content shows again), which must not come back from an image.
+    /// </summary>
+    private static bool Unchanged(PageState state, VmaKind kind) =>
+        (state & (PageState.Tracked | PageState.Written | PageState.File)) == PageState.Tracked
+        && ((state & PageState.Present) != 0 || kind != VmaKind.File);
 
     /// <summary>
     /// The present and swapped pages of the selected VMAs, in address order: one PAGEMAP_SCAN over
@@ -129,6 +160,11 @@ internal sealed class ImageDump(CheckpointOptions options, Log log, RemoteMemory
             return all;
         return VmaSelector.AdjacentSpans(selected).SelectMany(span => scanner.Scan(span.Start, span.End)).ToList();
     }
+
+    /// <summary>Like <see cref="Scan"/>, with whether each page was written since it was write-protected.</summary>
+    private static List<PageRun> ScanWrites(PagemapScanner scanner, List<SelectedVma> selected) =>
+        selected.Count == 0 ? [] : scanner.ScanWrites(selected[0].Start, selected[^1].End)
+            ?? throw new CheckpointException("an incremental checkpoint needs PAGEMAP_SCAN (Linux 6.7+), which this kernel lacks");
 
     /// <summary>A batch of pages read, with each record's place in the image and (plain images) its checksum.</summary>
     private sealed class Batch(PageBuffer pages)
@@ -154,14 +190,19 @@ internal sealed class ImageDump(CheckpointOptions options, Log log, RemoteMemory
             File.Delete(path);
         }
         int pageSize = Environment.SystemPageSize;
-        bool packed = _options.Codec != Codec.None || _options.Encryption != Encryption.None;
+        // An incremental image holds scattered pages: records back to back, not a padding page each.
+        bool packed = _options.Codec != Codec.None || _options.Encryption != Encryption.None || Parent is not null;
         var flags = (_options.IncludeFileMappings ? ImageFlags.FilePages : ImageFlags.None)
             | (_options.Checksum ? ImageFlags.Digest : ImageFlags.None)
             | (packed ? ImageFlags.Packed : ImageFlags.None);
+        if (Parent is not null)
+            flags |= ImageFlags.Incremental;
         var header = new ImageHeader(Pid, pageSize, Memcr.Linux.Arch.CpuArchitecture.Current.ElfMachine, flags, _imageId, DateTimeOffset.UtcNow)
         {
             Codec = _options.Codec,
             Encryption = _options.Encryption,
+            ParentId = Parent?.Id ?? 0,
+            ChainDepth = Parent?.Depth ?? 0,
         };
         ImageCipher? cipher = null;
         if (_key is { } key)
@@ -189,7 +230,7 @@ internal sealed class ImageDump(CheckpointOptions options, Log log, RemoteMemory
         if (_options.Codec == Codec.None)
         {
             int overhead = _options.Encryption == Encryption.None ? 0 : ImageFormat.TagSize;
-            long expected = ImageWriter.SizeFor(plan.Vmas.Count, plan.Records.Select(r => r.Length + overhead), pageSize, packed);
+            long expected = ImageWriter.SizeFor(plan.Vmas.Count, plan.Records.Select(r => r.Length + overhead), pageSize, packed, Parent is null ? null : plan.Kept?.Count ?? 0);
             try
             {
                 FileOps.Preallocate(file, ImageFormat.AlignUp(expected, pageSize), path);
@@ -249,7 +290,7 @@ internal sealed class ImageDump(CheckpointOptions options, Log log, RemoteMemory
         cancel.ThrowIfCancellationRequested();
         try
         {
-            writer.Finish();
+            writer.Finish(Parent is null ? null : plan.Kept ?? []);
             FileOps.Truncate(file, writer.Length, path);
         }
         catch (IOException e)

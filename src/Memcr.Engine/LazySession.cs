@@ -63,17 +63,11 @@ public sealed class LazySession : IDisposable
     public static LazySession TakeOver(CheckpointOptions options, ulong imageId, int targetFd, Log log)
     {
         int pid = options.Pid;
-        string link;
-        try
+        if (!ProcFds.IsUserFaultFd(pid, targetFd))
         {
-            link = File.ResolveLinkTarget($"/proc/{pid}/fd/{targetFd}", false)?.ToString() ?? "";
-        }
-        catch (IOException)
-        {
-            link = "";
-        }
-        if (!link.Contains("[userfaultfd]", StringComparison.Ordinal))
+            string link = ProcFds.Link(pid, targetFd);
             throw new CheckpointException($"cannot take over the lazy restore of pid {pid}: its fd {targetFd} is not a userfaultfd ({(link.Length == 0 ? "no such fd" : link)})");
+        }
         ImageReader image;
         try
         {
@@ -169,7 +163,7 @@ public sealed class LazySession : IDisposable
     }
 
     /// <summary>Closes fd <paramref name="fd"/> of the running process: seize, one remote close(), detach.</summary>
-    private static void CloseInTarget(int pid, int fd, Log log)
+    internal static void CloseInTarget(int pid, int fd, Log log)
     {
         Tracer tracer;
         try

@@ -1,4 +1,5 @@
 using System.Runtime.InteropServices;
+using Memcr.Engine.Incremental;
 using Memcr.Image;
 using Memcr.Linux;
 using Memcr.Linux.Memory;
@@ -24,39 +25,55 @@ public interface IPageRestorer
 public sealed class EagerPageRestorer(RemoteMemory memory, int parallelism, MemoryBudget budget, bool keepCache = false, bool readBack = false, Log? log = null) : IPageRestorer
 {
 
-    public void Restore(ImageReader image)
+    public void Restore(ImageReader image) => Restore(image, null);
+
+    /// <summary>
+    /// Writes the pages of a verified image that lie in <paramref name="wanted"/> (an older image
+    /// of a chain: only what the newer ones kept from it), or all of them (null). Batches with no
+    /// such page are read but neither checked nor decoded.
+    /// </summary>
+    public void Restore(ImageReader image, IReadOnlyList<KeptRange>? wanted)
     {
         var mapped = Mapped(memory.Pid);
+        var parts = new KeptRange[image.Index.Count][];
         var writable = new bool[image.Index.Count];
         for (int i = 0; i < image.Index.Count; i++)
         {
             var entry = image.Index[i];
-            writable[i] = Covered(mapped, entry.Address, entry.End) ?? throw new CheckpointException(
-                $"pages 0x{entry.Address:x}-0x{entry.End:x} of the image are no longer mapped in pid {memory.Pid}");
+            parts[i] = wanted is null ? [new KeptRange(entry.Address, entry.End)] : PageRanges.Within(wanted, entry.Address, entry.End).ToArray();
+            writable[i] = true;
+            foreach (var part in parts[i])
+            {
+                writable[i] &= Covered(mapped, part.Start, part.End) ?? throw new CheckpointException(
+                    $"pages 0x{part.Start:x}-0x{part.End:x} of the image {image.Path} are no longer mapped in pid {memory.Pid}");
+            }
         }
         int checkBytes = readBack && image.Index.Count > 0 ? image.Index.Max(e => e.Length) : 0;
         new RecordPipeline(image, parallelism, budget, keepCache, log, checkBytes).Run((batch, w) =>
         {
-            Write(image, batch, writable);
+            Write(image, batch, parts, writable);
             if (readBack)
-                ReadBack(image, batch, w);
+                ReadBack(image, batch, parts, w);
             return true;
-        });
+        }, wanted is null ? null : b => Enumerable.Range(b.First, b.Count).Any(i => parts[i].Length > 0));
     }
 
-    /// <summary>Writes a checked, decoded batch's pages into the target.</summary>
-    private void Write(ImageReader image, DecodedBatch decoded, bool[] writable)
+    /// <summary>Writes the wanted parts of a checked, decoded batch's records into the target.</summary>
+    private void Write(ImageReader image, DecodedBatch decoded, KeptRange[][] parts, bool[] writable)
     {
         var batch = decoded.Batch;
         var transfers = new List<Transfer>(batch.Count);
         for (int i = batch.First; i < batch.First + batch.Count; i++)
         {
             var entry = image.Index[i];
-            var t = new Transfer(entry.Address, decoded.Pages(i), entry.Length);
-            if (writable[i])
-                transfers.Add(t);
-            else
-                memory.WriteMem(t); // read-only or PROT_NONE: /proc/PID/mem forces through
+            foreach (var part in parts[i])
+            {
+                var t = new Transfer(part.Start, decoded.Pages(i) + (nint)(part.Start - entry.Address), (int)(part.End - part.Start));
+                if (writable[i])
+                    transfers.Add(t);
+                else
+                    memory.WriteMem(t); // read-only or PROT_NONE: /proc/PID/mem forces through
+            }
         }
         try
         {
@@ -70,19 +87,30 @@ public sealed class EagerPageRestorer(RemoteMemory memory, int parallelism, Memo
         }
     }
 
-    /// <summary>Reads each record of the batch back from the target and compares it with its content checksum.</summary>
-    private void ReadBack(ImageReader image, DecodedBatch decoded, RecordPipeline.Worker w)
+    /// <summary>
+    /// Reads what was written of each record of the batch back from the target and compares it:
+    /// a whole record with its content checksum, a part of one with the checked, decoded pages.
+    /// </summary>
+    private unsafe void ReadBack(ImageReader image, DecodedBatch decoded, KeptRange[][] parts, RecordPipeline.Worker w)
     {
         var (batch, headers) = (decoded.Batch, decoded.Headers);
         for (int i = batch.First; i < batch.First + batch.Count; i++)
         {
             var entry = image.Index[i];
             w.Check ??= new AlignedBuffer(Math.Max(1, image.Index.Max(e => e.Length)), image.Header.PageSize);
-            memory.ReadMem(new Transfer(entry.Address, w.Check.Pointer, entry.Length));
-            if (ImageWriter.Checksum(w.Check.GetSpan()[..entry.Length], image.Header.ImageId) != headers[i - batch.First].ContentChecksum)
+            foreach (var part in parts[i])
             {
-                throw new CheckpointException(
-                    $"checksum mismatch after restore: page record {i} (pages 0x{entry.Address:x}-0x{entry.End:x}) reads back from pid {memory.Pid} different from what was checkpointed");
+                int length = (int)(part.End - part.Start);
+                memory.ReadMem(new Transfer(part.Start, w.Check.Pointer, length));
+                var back = w.Check.GetSpan()[..length];
+                bool same = length == entry.Length
+                    ? ImageWriter.Checksum(back, image.Header.ImageId) == headers[i - batch.First].ContentChecksum
+                    : back.SequenceEqual(new ReadOnlySpan<byte>((byte*)(decoded.Pages(i) + (nint)(part.Start - entry.Address)), length));
+                if (!same)
+                {
+                    throw new CheckpointException(
+                        $"checksum mismatch after restore: page record {i} of {image.Path} (pages 0x{part.Start:x}-0x{part.End:x}) reads back from pid {memory.Pid} different from what was checkpointed");
+                }
             }
         }
     }

@@ -24,14 +24,16 @@ public static class VmaSelector
 
     /// <summary>
     /// The chosen VMAs of pid's smaps, read one at a time and kept in this compact form only;
-    /// each VMA left alone goes to <paramref name="skipped"/> with the reason.
+    /// each VMA left alone goes to <paramref name="skipped"/> with the reason. VMAs registered with
+    /// a userfaultfd are left alone, but for those <paramref name="tracked"/> says memcr's own write
+    /// tracking registered.
     /// </summary>
-    public static List<SelectedVma> Select(int pid, bool includeFiles, Action<Vma, string> skipped)
+    public static List<SelectedVma> Select(int pid, bool includeFiles, Action<Vma, string> skipped, Func<Vma, bool>? tracked = null)
     {
         var selected = new List<SelectedVma>();
         ProcFs.ReadSmaps(pid, vma =>
         {
-            if (SkipReason(vma, includeFiles) is { } reason)
+            if (SkipReason(vma, includeFiles, tracked) is { } reason)
                 skipped(vma, reason);
             else
                 selected.Add(new SelectedVma(vma.Start, vma.End, vma.Offset, vma.Protection, KindOf(vma)));
@@ -39,7 +41,7 @@ public static class VmaSelector
         return selected;
     }
 
-    private static string? SkipReason(Vma vma, bool includeFiles)
+    private static string? SkipReason(Vma vma, bool includeFiles, Func<Vma, bool>? tracked)
     {
         if (Specials.Contains(vma.Path))
             return "special";
@@ -51,7 +53,7 @@ public static class VmaSelector
             return "locked";
         if (vma.HasFlag("io") || vma.HasFlag("pf"))
             return "special (I/O or PFN mapping)";
-        if (vma.HasFlag("um") || vma.HasFlag("uw"))
+        if (vma.HasFlag("um") || (vma.HasFlag("uw") && tracked?.Invoke(vma) != true))
             return "registered with userfaultfd";
         if (vma.IsFile)
             return includeFiles ? null : "file mapping (use -f to include)";

@@ -13,6 +13,7 @@ public static class ImageFormat
     public const int IndexEntrySize = 32;
     public const int EndPayloadSize = 72;
     public const int DigestSize = 32;
+    public const int KeptEntrySize = 16;
     public const int KeySaltSize = 16;
     public const int KeyCheckSize = 16;
 
@@ -43,7 +44,7 @@ public static class ImageFormat
     /// is then checked against its index entry and its decoded pages against the content checksum,
     /// so the digest covers the pages.
     /// </summary>
-    internal static void Digest(IReadOnlyList<IndexEntry> index, Span<byte> digest)
+    internal static void Digest(IReadOnlyList<IndexEntry> index, IReadOnlyList<KeptRange> kept, Span<byte> digest)
     {
         using var sha = System.Security.Cryptography.IncrementalHash.CreateHash(System.Security.Cryptography.HashAlgorithmName.SHA256);
         Span<byte> entry = stackalloc byte[20];
@@ -53,6 +54,13 @@ public static class ImageFormat
             BinaryPrimitives.WriteInt32LittleEndian(entry[8..], index[i].Length);
             BinaryPrimitives.WriteUInt64LittleEndian(entry[12..], index[i].ContentChecksum);
             sha.AppendData(entry);
+        }
+        // An incremental image's kept ranges decide which pages come from older images: covered too.
+        Span<byte> range = stackalloc byte[KeptEntrySize];
+        foreach (var k in kept)
+        {
+            k.Write(range);
+            sha.AppendData(range);
         }
         sha.GetHashAndReset(digest);
     }
@@ -67,6 +75,9 @@ public enum RecordType : byte
     Pages = 2,
     Index = 3,
     End = 4,
+
+    /// <summary>Incremental images: the address ranges whose pages come from the older images.</summary>
+    Kept = 5,
 }
 
 public enum Codec : byte
@@ -110,6 +121,12 @@ public enum ImageFlags : uint
 
     /// <summary>Records follow one another with no padding (compressed or encrypted images).</summary>
     Packed = 4,
+
+    /// <summary>
+    /// The image holds only the pages written since the image it refers to (its parent, named by
+    /// <see cref="ImageHeader.ParentId"/>); its kept record says which pages come from there.
+    /// </summary>
+    Incremental = 8,
 }
 
 public enum VmaKind : ushort
@@ -138,6 +155,14 @@ public sealed record ImageHeader(int Pid, int PageSize, ushort Architecture, Ima
 
     public bool HasDigest => (Flags & ImageFlags.Digest) != 0;
 
+    public bool Incremental => (Flags & ImageFlags.Incremental) != 0;
+
+    /// <summary>Incremental images: the image id of the image this one refers to, else 0.</summary>
+    public ulong ParentId { get; init; }
+
+    /// <summary>Incremental images: how many images come before this one in its chain (1 for the first increment over a full image), else 0.</summary>
+    public int ChainDepth { get; init; }
+
     public void Write(Span<byte> dest)
     {
         dest[..ImageFormat.FileHeaderSize].Clear();
@@ -154,6 +179,8 @@ public sealed record ImageHeader(int Pid, int PageSize, ushort Architecture, Ima
         BinaryPrimitives.WriteUInt64LittleEndian(dest[40..], ImageId);
         KeySalt.Span.CopyTo(dest[48..]);
         KeyCheck.Span.CopyTo(dest[64..]);
+        BinaryPrimitives.WriteUInt64LittleEndian(dest[80..], ParentId);
+        BinaryPrimitives.WriteInt32LittleEndian(dest[88..], ChainDepth);
         BinaryPrimitives.WriteUInt64LittleEndian(dest[120..], ImageFormat.Hash(dest[..120], 0));
     }
 
@@ -177,7 +204,7 @@ public sealed record ImageHeader(int Pid, int PageSize, ushort Architecture, Ima
         if (headerSize != ImageFormat.FileHeaderSize)
             throw new ImageFormatException(path, 10, $"header size {headerSize} is not {ImageFormat.FileHeaderSize}");
         var flags = (ImageFlags)BinaryPrimitives.ReadUInt32LittleEndian(src[12..]);
-        if ((flags & ~(ImageFlags.FilePages | ImageFlags.Digest | ImageFlags.Packed)) != 0)
+        if ((flags & ~(ImageFlags.FilePages | ImageFlags.Digest | ImageFlags.Packed | ImageFlags.Incremental)) != 0)
             throw new ImageFormatException(path, 12, $"unknown flags 0x{(uint)flags:x}");
         var header = new ImageHeader(
             Pid: BinaryPrimitives.ReadInt32LittleEndian(src[24..]),
@@ -191,7 +218,11 @@ public sealed record ImageHeader(int Pid, int PageSize, ushort Architecture, Ima
             Encryption = (Encryption)src[23],
             KeySalt = src.Slice(48, ImageFormat.KeySaltSize).ToArray(),
             KeyCheck = src.Slice(64, ImageFormat.KeyCheckSize).ToArray(),
+            ParentId = BinaryPrimitives.ReadUInt64LittleEndian(src[80..]),
+            ChainDepth = BinaryPrimitives.ReadInt32LittleEndian(src[88..]),
         };
+        if (header.Incremental != (header.ParentId != 0) || header.Incremental != (header.ChainDepth > 0) || header.ChainDepth < 0)
+            throw new ImageFormatException(path, 80, $"parent image {header.ParentId:x16} at chain depth {header.ChainDepth} does not agree with the incremental flag");
         if (header.Codec is not (Codec.None or Codec.Lz4 or Codec.Zstd))
             throw new ImageFormatException(path, 22, $"unknown codec {(byte)header.Codec}");
         if (header.Encryption is < Encryption.None or > Encryption.Aes256Gcm)
@@ -200,6 +231,18 @@ public sealed record ImageHeader(int Pid, int PageSize, ushort Architecture, Ima
             throw new ImageFormatException(path, 12, "compressed or encrypted image without the packed layout");
         return header;
     }
+}
+
+/// <summary>Pages [Start, End) an incremental image takes from the images before it.</summary>
+public readonly record struct KeptRange(ulong Start, ulong End)
+{
+    public void Write(Span<byte> dest)
+    {
+        BinaryPrimitives.WriteUInt64LittleEndian(dest, Start);
+        BinaryPrimitives.WriteUInt64LittleEndian(dest[8..], End);
+    }
+
+    public static KeptRange Read(ReadOnlySpan<byte> src) => new(BinaryPrimitives.ReadUInt64LittleEndian(src), BinaryPrimitives.ReadUInt64LittleEndian(src[8..]));
 }
 
 /// <summary>A VMA as it was at checkpoint time, with how many bytes of it the image holds.</summary>
@@ -310,7 +353,7 @@ public readonly record struct RecordHeader(
             Sequence: BinaryPrimitives.ReadUInt64LittleEndian(src[24..]),
             PayloadChecksum: BinaryPrimitives.ReadUInt64LittleEndian(src[32..]),
             ContentChecksum: BinaryPrimitives.ReadUInt64LittleEndian(src[40..]));
-        if (h.Type is < RecordType.VmaTable or > RecordType.End)
+        if (h.Type is < RecordType.VmaTable or > RecordType.Kept)
             throw new ImageFormatException(path, offset, $"unknown record type {(byte)h.Type}");
         if (h.Codec is < Codec.None or > Codec.Zero)
             throw new ImageFormatException(path, offset, $"record uses codec {(byte)h.Codec}, which this memcr cannot decode");

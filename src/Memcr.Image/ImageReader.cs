@@ -40,6 +40,7 @@ public sealed class ImageReader : IDisposable
                 _cipher = ImageCipher.ForImage(Header, k, path);
             (_indexOffset, long pageRecords) = ReadEnd();
             (Vmas, _vmaTableEnd) = ReadVmaTable();
+            Kept = Header.Incremental ? ReadKept(pageRecords) : [];
             Index = ReadIndex(pageRecords);
         }
         catch
@@ -57,6 +58,9 @@ public sealed class ImageReader : IDisposable
     public IReadOnlyList<ImageVma> Vmas { get; }
 
     public IReadOnlyList<IndexEntry> Index { get; }
+
+    /// <summary>Incremental images: the ranges whose pages come from the images before this one (sorted, disjoint); else empty.</summary>
+    public IReadOnlyList<KeptRange> Kept { get; }
 
     /// <summary>Bytes of pages the image holds (decoded).</summary>
     public ulong PageBytes { get; private set; }
@@ -163,7 +167,7 @@ public sealed class ImageReader : IDisposable
             throw new ImageFormatException(Path, endAt, "end record holds a digest the header does not announce");
         if (indexAt < ImageFormat.FileHeaderSize || indexAt >= endAt || records < 0 || records > (endAt - indexAt) / ImageFormat.IndexEntrySize)
             throw new ImageFormatException(Path, endAt, "end record points outside the file");
-        if (recordCount != (ulong)records + 3)
+        if (recordCount != (ulong)records + (Header.Incremental ? 4UL : 3UL))
             throw new ImageFormatException(Path, endAt, $"end record counts {recordCount} records for {records} page records");
         ExpectSequence(h, recordCount - 1, endAt);
         return (indexAt, records);
@@ -176,6 +180,31 @@ public sealed class ImageReader : IDisposable
         if (h.StoredLength % ImageFormat.VmaEntrySize != 0)
             throw new ImageFormatException(Path, ImageFormat.FileHeaderSize, "VMA table length is not a whole number of entries");
         return (VmaTable.Over(payload), ImageFormat.FileHeaderSize + ImageFormat.RecordHeaderSize + h.StoredLength);
+    }
+
+    /// <summary>The kept record of an incremental image: right after the index, right before the end record.</summary>
+    private List<KeptRange> ReadKept(long records)
+    {
+        var head = new byte[ImageFormat.RecordHeaderSize];
+        ReadExact(head, _indexOffset);
+        long at = _indexOffset + ImageFormat.RecordHeaderSize + RecordHeader.Read(head, Header.ImageId, Path, _indexOffset).StoredLength;
+        var (h, payload) = ReadRecord(at, RecordType.Kept);
+        ExpectSequence(h, (ulong)records + 2, at);
+        if (at + ImageFormat.RecordHeaderSize + h.StoredLength != Length - ImageFormat.RecordHeaderSize - ImageFormat.EndPayloadSize)
+            throw new ImageFormatException(Path, at, "the kept record does not end where the end record starts");
+        if (h.StoredLength % ImageFormat.KeptEntrySize != 0)
+            throw new ImageFormatException(Path, at, "kept record length is not a whole number of entries");
+        var kept = new List<KeptRange>(h.StoredLength / ImageFormat.KeptEntrySize);
+        ulong previousEnd = 0, page = (ulong)Header.PageSize;
+        for (int i = 0; i < h.StoredLength / ImageFormat.KeptEntrySize; i++)
+        {
+            var k = KeptRange.Read(payload.AsSpan(i * ImageFormat.KeptEntrySize));
+            if (k.Start < previousEnd || k.End <= k.Start || k.Start % page != 0 || k.End % page != 0)
+                throw new ImageFormatException(Path, at + ImageFormat.RecordHeaderSize + i * ImageFormat.KeptEntrySize, $"kept range {i} is invalid");
+            previousEnd = k.End;
+            kept.Add(k);
+        }
+        return kept;
     }
 
     private List<IndexEntry> ReadIndex(long records)
@@ -217,7 +246,7 @@ public sealed class ImageReader : IDisposable
         {
             // The index holds every record's content checksum: the digest is proven before any page is read.
             Span<byte> digest = stackalloc byte[ImageFormat.DigestSize];
-            ImageFormat.Digest(index, digest);
+            ImageFormat.Digest(index, Kept, digest);
             if (!digest.SequenceEqual(Digest))
                 throw new ImageFormatException(Path, Length - ImageFormat.EndPayloadSize + 40, "whole-image digest mismatch: the records' content checksums in the index do not match the digest in the end record");
         }

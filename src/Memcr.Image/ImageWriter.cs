@@ -82,7 +82,7 @@ public sealed class ImageWriter : IDisposable
     /// The size of an image with <paramref name="vmas"/> VMAs and page records of the given stored
     /// lengths (for a packed image without a codec: the page bytes plus the tag when encrypted).
     /// </summary>
-    public static long SizeFor(int vmas, IEnumerable<int> storedLengths, int pageSize, bool packed)
+    public static long SizeFor(int vmas, IEnumerable<int> storedLengths, int pageSize, bool packed, int? keptRanges = null)
     {
         long end = ImageFormat.FileHeaderSize + ImageFormat.RecordHeaderSize + (long)vmas * ImageFormat.VmaEntrySize;
         long records = 0;
@@ -92,6 +92,7 @@ public sealed class ImageWriter : IDisposable
             records++;
         }
         return end + ImageFormat.RecordHeaderSize + records * ImageFormat.IndexEntrySize
+            + (keptRanges is { } k ? ImageFormat.RecordHeaderSize + (long)k * ImageFormat.KeptEntrySize : 0)
             + ImageFormat.RecordHeaderSize + ImageFormat.EndPayloadSize;
     }
 
@@ -180,15 +181,28 @@ public sealed class ImageWriter : IDisposable
         _storedBytes += (ulong)header.StoredLength;
     }
 
-    /// <summary>Writes the index and the end record. The image is complete only after this.</summary>
-    public void Finish()
+    /// <summary>
+    /// Writes the index, the kept ranges of an incremental image (sorted, disjoint, whole pages)
+    /// and the end record. The image is complete only after this.
+    /// </summary>
+    public void Finish(IReadOnlyList<KeptRange>? kept = null)
     {
         if (_finished)
             return;
+        if (Header.Incremental != kept is not null)
+            throw new ArgumentException(Header.Incremental ? "an incremental image needs its kept ranges" : "only an incremental image has kept ranges", nameof(kept));
         var index = new byte[_index.Count * ImageFormat.IndexEntrySize];
         for (int i = 0; i < _index.Count; i++)
             _index[i].Write(index.AsSpan(i * ImageFormat.IndexEntrySize));
         long indexAt = Append(RecordType.Index, index);
+        kept ??= [];
+        if (Header.Incremental)
+        {
+            var ranges = new byte[kept.Count * ImageFormat.KeptEntrySize];
+            for (int i = 0; i < kept.Count; i++)
+                kept[i].Write(ranges.AsSpan(i * ImageFormat.KeptEntrySize));
+            Append(RecordType.Kept, ranges);
+        }
         var end = new byte[ImageFormat.EndPayloadSize];
         BinaryPrimitives.WriteInt64LittleEndian(end, indexAt);
         BinaryPrimitives.WriteInt64LittleEndian(end.AsSpan(8), _index.Count);
@@ -196,7 +210,7 @@ public sealed class ImageWriter : IDisposable
         BinaryPrimitives.WriteUInt64LittleEndian(end.AsSpan(24), _sequence + 1);
         BinaryPrimitives.WriteUInt64LittleEndian(end.AsSpan(32), _storedBytes);
         if (Header.HasDigest)
-            ImageFormat.Digest(_index, end.AsSpan(40, ImageFormat.DigestSize));
+            ImageFormat.Digest(_index, kept, end.AsSpan(40, ImageFormat.DigestSize));
         Append(RecordType.End, end);
         if (_staging is not null)
             FlushStaging(last: true);

@@ -48,6 +48,7 @@ public sealed class MemcrService : IDisposable
     private readonly Dictionary<int, TargetWorker> _targets = [];
     private readonly Lock _lock = new();
     private readonly CancellationTokenSource _stop = new();
+    private Timer? _sweep;
     private readonly List<Task> _connections = [];
 
     /// <summary>The buffers of every checkpoint and restore come from this one budget, however many run at once.</summary>
@@ -103,6 +104,11 @@ public sealed class MemcrService : IDisposable
         }
         _listener.Listen(1024);
         TakeOverJournal();
+        if (_options.Checkpoint.Incremental)
+        {
+            SweepExited(null);
+            _sweep = new Timer(SweepExited, null, TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(1));
+        }
     }
 
     /// <summary>A socket file left by a memcr that died is replaced; a live one, or any other file, is not.</summary>
@@ -332,6 +338,9 @@ public sealed class MemcrService : IDisposable
             case (int)MemcrCommand.Restore:
                 code = await RestoreAsync(pid).ConfigureAwait(false);
                 break;
+            case (int)MemcrCommand.Forget:
+                code = await ForgetAsync(pid).ConfigureAwait(false);
+                break;
             default:
                 _log.Error($"unknown command {command} (pid {pid}) from {peer}: answered {(int)MemcrResponse.Error}");
                 code = MemcrResponse.Error;
@@ -391,6 +400,48 @@ public sealed class MemcrService : IDisposable
         log.Info(result == MemcrResponse.Ok ? "checkpointed" : "checkpoint failed");
         ScheduleTrim();
         return result;
+    }
+
+    /// <summary>Ends the write tracking of a process restored with --incremental and removes its kept images.</summary>
+    private async Task<MemcrResponse> ForgetAsync(int pid)
+    {
+        if (InvalidPid(pid, "forget") is { } invalid)
+            return invalid;
+        var log = _log.For($"pid {pid}: ");
+        lock (_lock)
+        {
+            if (_targets.TryGetValue(pid, out var worker))
+            {
+                log.Error($"forget refused: it is {worker.State} (restore it first)");
+                return MemcrResponse.Error;
+            }
+        }
+        try
+        {
+            bool tracked = await Task.Run(() => CheckpointSession.Forget(pid, _options.Checkpoint.DumpDir, log)).ConfigureAwait(false);
+            if (!tracked)
+                log.Info("forget: its writes were not tracked, nothing to do");
+            return MemcrResponse.Ok;
+        }
+        catch (CheckpointException e)
+        {
+            log.Error(e.Message);
+            return MemcrResponse.Error;
+        }
+    }
+
+    /// <summary>Every second: the kept images of tracked processes that have exited are removed.</summary>
+    private void SweepExited(object? _)
+    {
+        try
+        {
+            foreach (int pid in CheckpointSession.SweepExited(_options.Checkpoint.DumpDir, _log))
+                _log.Info($"pid {pid} has exited: its write tracking ended, its kept images removed");
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            _log.Error($"cannot sweep {_options.Checkpoint.DumpDir}: {e.Message}");
+        }
     }
 
     private async Task<MemcrResponse> RestoreAsync(int pid)
@@ -464,6 +515,7 @@ public sealed class MemcrService : IDisposable
 
     public void Dispose()
     {
+        _sweep?.Dispose();
         _trim.Dispose();
         _listener?.Dispose();
         _stop.Dispose();

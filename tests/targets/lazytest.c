@@ -19,6 +19,8 @@
  *     MUTATE         mremap M elsewhere, madvise(MADV_DONTNEED) the first half of D, fork a child
  *                    that verifies A, M and D, and wait for it: "REPORT ok=.. child=.."
  *     TOUCH N        touch N random pages of A, verify each, "REPORT p50_us=.. p99_us=.. max_us=.."
+ *     WRITE N        rewrite N random pages of A with a new pattern (each page's generation, which
+ *                    CHECK and the ticker verify, is counted in a heap array): "REPORT written=.."
  *     RESUMED        "REPORT resumed_ns=.. gap_ms=.." of the longest gap since the last RESUMED
  *     EXIT           exit(0)
  */
@@ -42,6 +44,9 @@
 #define D_SIZE (4u << 20)
 
 static uint8_t *a_area, *r_area, *m_area, *d_area;
+/* Per page of A: how many times WRITE rewrote it; GEN_BUSY while it is being rewritten. */
+static volatile uint8_t *a_gen;
+#define GEN_BUSY 255
 static size_t a_size;
 static long page_size;
 static int report_fd;
@@ -79,6 +84,22 @@ static long verify_words(const uint8_t *p, size_t from, size_t to, uint64_t seed
 	const uint64_t *w = (const uint64_t *)p;
 	for (size_t i = from; i < to; i++)
 		if (w[i] != mix(seed + i))
+			return (long)i;
+	return -1;
+}
+
+static uint64_t a_expected(size_t word, uint8_t gen)
+{
+	return mix(11 + word + ((uint64_t)gen << 40));
+}
+
+/* Index of the first wrong word of A, or -1. */
+static long verify_a(void)
+{
+	const uint64_t *w = (const uint64_t *)a_area;
+	size_t per_page = page_size / 8;
+	for (size_t i = 0; i < a_size / 8; i++)
+		if (w[i] != a_expected(i, a_gen[i / per_page]))
 			return (long)i;
 	return -1;
 }
@@ -123,7 +144,10 @@ static void *ticker(void *arg)
 	int64_t last = now_ns(CLOCK_MONOTONIC);
 	for (;;) {
 		size_t i = next_random(&state) % words;
-		if (((uint64_t *)a_area)[i] != mix(11 + i))
+		uint8_t gen = a_gen[i / (page_size / 8)];
+		uint64_t word = ((volatile uint64_t *)a_area)[i];
+		__atomic_thread_fence(__ATOMIC_SEQ_CST);
+		if (gen != GEN_BUSY && gen == a_gen[i / (page_size / 8)] && word != a_expected(i, gen))
 			tick_errors++;
 		int64_t t = now_ns(CLOCK_MONOTONIC);
 		if (t - last > 50000000 && t - last > gap_ns) {
@@ -144,7 +168,7 @@ static void *ticker(void *arg)
 /* Which region is wrong, or NULL. M is checked wherever it is now; D's first half may be discarded. */
 static const char *check_all(int d_discarded)
 {
-	if (verify_words(a_area, 0, a_size / 8, 11) >= 0)
+	if (verify_a() >= 0)
 		return "A";
 	if (verify_words(r_area, 0, R_AT / 8, 12) >= 0)
 		return "R";
@@ -183,13 +207,31 @@ static void touch(long n)
 		size_t page = next_random(&state) % pages;
 		size_t i = page * (page_size / 8) + (next_random(&state) % (page_size / 8));
 		int64_t t = now_ns(CLOCK_MONOTONIC);
-		if (((volatile uint64_t *)a_area)[i] != mix(11 + i))
+		if (((volatile uint64_t *)a_area)[i] != a_expected(i, a_gen[page]))
 			bad++;
 		us[k] = (now_ns(CLOCK_MONOTONIC) - t) / 1000;
 	}
 	qsort(us, n, sizeof(long), cmp_long);
 	reply("REPORT ok=%d bad=%ld p50_us=%ld p99_us=%ld max_us=%ld\n", bad == 0, bad, us[n / 2], us[n * 99 / 100], us[n - 1]);
 	free(us);
+}
+
+static void rewrite(long n)
+{
+	uint64_t state = (uint64_t)now_ns(CLOCK_MONOTONIC);
+	size_t pages = a_size / page_size, per_page = page_size / 8;
+	for (long k = 0; k < n; k++) {
+		size_t page = next_random(&state) % pages;
+		uint8_t gen = a_gen[page] == GEN_BUSY - 1 ? 1 : a_gen[page] + 1;
+		a_gen[page] = GEN_BUSY;
+		__atomic_thread_fence(__ATOMIC_SEQ_CST);
+		uint64_t *w = (uint64_t *)a_area + page * per_page;
+		for (size_t j = 0; j < per_page; j++)
+			w[j] = a_expected(page * per_page + j, gen);
+		__atomic_thread_fence(__ATOMIC_SEQ_CST);
+		a_gen[page] = gen;
+	}
+	reply("REPORT ok=1 written=%ld\n", n);
 }
 
 static int d_discarded;
@@ -238,7 +280,8 @@ int main(int argc, char **argv)
 	r_area = mmap(NULL, R_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	m_area = mmap(NULL, M_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	d_area = mmap(NULL, D_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (a_area == MAP_FAILED || r_area == MAP_FAILED || m_area == MAP_FAILED || d_area == MAP_FAILED)
+	a_gen = calloc(a_size / page_size, 1);
+	if (a_area == MAP_FAILED || r_area == MAP_FAILED || m_area == MAP_FAILED || d_area == MAP_FAILED || !a_gen)
 		die("mmap");
 	fill(a_area, a_size, 11);
 	fill(r_area, R_SIZE, 12);
@@ -269,6 +312,8 @@ int main(int argc, char **argv)
 			mutate();
 		} else if (!strncmp(line, "TOUCH", 5)) {
 			touch(atol(line + 5) > 0 ? atol(line + 5) : 1000);
+		} else if (!strncmp(line, "WRITE", 5)) {
+			rewrite(atol(line + 5));
 		} else if (!strncmp(line, "RESUMED", 7)) {
 			reply("REPORT resumed_ns=%lld gap_ms=%lld\n", (long long)resumed_ns, (long long)(gap_ns / 1000000));
 			gap_ns = 0;

@@ -9,6 +9,15 @@ public enum PageState
 
     /// <summary>A page of the page cache (a clean page of a file mapping), not a private anonymous one.</summary>
     File = 4,
+
+    /// <summary>
+    /// Written since it was last write-protected by a userfaultfd in async write-protect mode (or
+    /// never protected: every page of a mapping nothing tracks). Reported only by <see cref="PagemapScanner.ScanWrites"/>.
+    /// </summary>
+    Written = 8,
+
+    /// <summary>Under a mapping whose writes a userfaultfd tracks (async write-protect). Reported only by <see cref="PagemapScanner.ScanWrites"/>.</summary>
+    Tracked = 16,
 }
 
 /// <summary>A run of pages [Start, End) that share one state.</summary>

@@ -12,6 +12,8 @@ public sealed class PagemapScanner : IDisposable
 {
     // _IOWR('f', 16, struct pm_scan_arg) with sizeof(pm_scan_arg) == 96 (include/uapi/linux/fs.h).
     private const nuint PAGEMAP_SCAN = 0xC0606610;
+    private const ulong PAGE_IS_WPALLOWED = 1 << 0;
+    private const ulong PAGE_IS_WRITTEN = 1 << 1;
     private const ulong PAGE_IS_FILE = 1 << 2;
     private const ulong PAGE_IS_PRESENT = 1 << 3;
     private const ulong PAGE_IS_SWAPPED = 1 << 4;
@@ -96,13 +98,31 @@ public sealed class PagemapScanner : IDisposable
         if (!_useScan)
             return null;
         var runs = new List<PageRun>();
-        if (TryScanIoctl(start, end, runs))
+        if (TryScanIoctl(start, end, runs, writes: false))
             return runs;
         _useScan = false;
         return null;
     }
 
-    private unsafe bool TryScanIoctl(ulong start, ulong end, List<PageRun> runs)
+    /// <summary>
+    /// Like <see cref="ScanSparse"/>, with each run also saying whether its pages were written
+    /// since a userfaultfd write-protected them (<see cref="PageState.Written"/>) and whether a
+    /// userfaultfd tracks them at all (<see cref="PageState.Tracked"/>). A page under an async
+    /// write-protect mapping that was never populated shows as swapped, tracked and not written
+    /// (the kernel's marker). Null on a kernel without PAGEMAP_SCAN.
+    /// </summary>
+    public List<PageRun>? ScanWrites(ulong start, ulong end)
+    {
+        if (!_useScan)
+            return null;
+        var runs = new List<PageRun>();
+        if (TryScanIoctl(start, end, runs, writes: true))
+            return runs;
+        _useScan = false;
+        return null;
+    }
+
+    private unsafe bool TryScanIoctl(ulong start, ulong end, List<PageRun> runs, bool writes)
     {
         var regions = _regions ??= new PageRegion[RegionBatch];
         fixed (PageRegion* vec = regions)
@@ -120,7 +140,7 @@ public sealed class PagemapScanner : IDisposable
                     CategoryInverted = PAGE_IS_PFNZERO,
                     CategoryMask = PAGE_IS_PFNZERO,
                     CategoryAnyofMask = PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
-                    ReturnMask = PAGE_IS_PRESENT | PAGE_IS_SWAPPED | PAGE_IS_FILE,
+                    ReturnMask = PAGE_IS_PRESENT | PAGE_IS_SWAPPED | PAGE_IS_FILE | (writes ? PAGE_IS_WRITTEN | PAGE_IS_WPALLOWED : 0),
                 };
                 int n = Interop.Libc.ioctl((int)_fd.DangerousGetHandle(), PAGEMAP_SCAN, &arg);
                 if (n < 0)
@@ -152,6 +172,8 @@ public sealed class PagemapScanner : IDisposable
         if ((categories & PAGE_IS_PRESENT) != 0) state |= PageState.Present;
         if ((categories & PAGE_IS_SWAPPED) != 0) state |= PageState.Swapped;
         if ((categories & PAGE_IS_FILE) != 0) state |= PageState.File;
+        if ((categories & PAGE_IS_WRITTEN) != 0) state |= PageState.Written;
+        if ((categories & PAGE_IS_WPALLOWED) != 0) state |= PageState.Tracked;
         return state;
     }
 

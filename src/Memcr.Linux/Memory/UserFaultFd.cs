@@ -44,6 +44,9 @@ public sealed class UserFaultFd(SafeFileHandle handle, string owner) : IDisposab
     public const ulong FeatureEventRemove = 1 << 3;
     public const ulong FeatureEventUnmap = 1 << 6;
 
+    /// <summary>Writes to write-protected pages are let through by the kernel at once, only noted in the page table (PAGEMAP_SCAN's PAGE_IS_WRITTEN); Linux 6.7+.</summary>
+    public const ulong FeatureWriteProtectAsync = 1 << 15;
+
     /// <summary>userfaultfd(2) flags: the descriptor is made non-blocking and close-on-exec.</summary>
     public const int CreateFlags = 0x800 | 0x80000; // O_NONBLOCK | O_CLOEXEC
 
@@ -54,7 +57,10 @@ public sealed class UserFaultFd(SafeFileHandle handle, string owner) : IDisposab
     private const nuint IocWake = 0x8010AA02;
     private const nuint IocCopy = 0xC028AA03;
     private const nuint IocZeroPage = 0xC020AA04;
+    private const nuint IocWriteProtect = 0xC018AA06;
     private const ulong RegisterModeMissing = 1;
+    private const ulong RegisterModeWriteProtect = 2;
+    private const ulong WriteProtectModeWp = 1;
 
     public SafeFileHandle Handle { get; } = handle;
 
@@ -62,6 +68,15 @@ public sealed class UserFaultFd(SafeFileHandle handle, string owner) : IDisposab
     public string Owner { get; } = owner;
 
     private int Fd => (int)Handle.DangerousGetHandle();
+
+    /// <summary>userfaultfd(<paramref name="flags"/>) in this process (to ask the kernel what it offers, for one).</summary>
+    public static UserFaultFd Create(int flags, string owner)
+    {
+        long fd = Interop.Libc.syscall(Arch.CpuArchitecture.Current.Syscalls.Userfaultfd, flags, 0, 0, 0, 0);
+        if (fd < 0)
+            throw Errno.Error("userfaultfd", owner);
+        return new UserFaultFd(new SafeFileHandle((nint)fd, ownsHandle: true), owner);
+    }
 
     /// <summary>UFFDIO_API: enables <paramref name="features"/>; returns what the kernel offers.</summary>
     public unsafe ulong Enable(ulong features)
@@ -78,6 +93,22 @@ public sealed class UserFaultFd(SafeFileHandle handle, string owner) : IDisposab
         ulong* reg = stackalloc ulong[4] { start, end - start, RegisterModeMissing, 0 };
         if (Interop.Libc.ioctl(Fd, IocRegister, reg) < 0)
             throw Errno.Error("ioctl(UFFDIO_REGISTER)", $"{Owner} [{start:x}-{end:x}]");
+    }
+
+    /// <summary>UFFDIO_REGISTER in write-protect mode: writes to [start, end) can be tracked (<see cref="WriteProtect"/>).</summary>
+    public unsafe void RegisterWriteProtect(ulong start, ulong end)
+    {
+        ulong* reg = stackalloc ulong[4] { start, end - start, RegisterModeWriteProtect, 0 };
+        if (Interop.Libc.ioctl(Fd, IocRegister, reg) < 0)
+            throw Errno.Error("ioctl(UFFDIO_REGISTER, write-protect)", $"{Owner} [{start:x}-{end:x}]");
+    }
+
+    /// <summary>UFFDIO_WRITEPROTECT of [start, end): its pages count as not written until written again.</summary>
+    public unsafe void WriteProtect(ulong start, ulong end)
+    {
+        ulong* wp = stackalloc ulong[3] { start, end - start, WriteProtectModeWp };
+        if (Interop.Libc.ioctl(Fd, IocWriteProtect, wp) < 0)
+            throw Errno.Error("ioctl(UFFDIO_WRITEPROTECT)", $"{Owner} [{start:x}-{end:x}]");
     }
 
     /// <summary>UFFDIO_UNREGISTER; returns the errno, 0 when done.</summary>

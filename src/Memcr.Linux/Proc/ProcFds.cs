@@ -23,6 +23,22 @@ public sealed record FdInfo(long Pos, int Flags, int MountId, IReadOnlyList<stri
 /// <summary>A process's open file descriptors, from /proc/PID/fd and /proc/PID/fdinfo.</summary>
 public static class ProcFds
 {
+    /// <summary>What /proc/PID/fd/FD names ("anon_inode:[userfaultfd]"), or "" when there is no such descriptor.</summary>
+    public static string Link(int pid, int fd)
+    {
+        try
+        {
+            return File.ResolveLinkTarget($"/proc/{pid}/fd/{fd}", false)?.ToString() ?? "";
+        }
+        catch (IOException)
+        {
+            return "";
+        }
+    }
+
+    /// <summary>Whether the process's descriptor <paramref name="fd"/> is a userfaultfd.</summary>
+    public static bool IsUserFaultFd(int pid, int fd) => fd >= 0 && Link(pid, fd).Contains("[userfaultfd]", StringComparison.Ordinal);
+
     /// <summary>Every descriptor of the process and what its /proc link names ("/path", "pipe:[123]", "anon_inode:[eventfd]").</summary>
     public static List<(int Fd, string Link)> List(int pid)
     {

@@ -1,0 +1,349 @@
+using Memcr.Engine.Incremental;
+using Memcr.Image;
+using Memcr.Linux;
+using Memcr.Linux.Kernel;
+using Memcr.Linux.Memory;
+using Memcr.Linux.Proc;
+using Memcr.Linux.Ptrace;
+
+namespace Memcr.Engine;
+
+public sealed partial class CheckpointSession
+{
+    /// <summary>userfaultfd(2) flag: only user-mode faults are handled (what a process without CAP_SYS_PTRACE may ask for where vm.unprivileged_userfaultfd is 0).</summary>
+    private const int UserModeOnly = 1;
+
+    /// <summary>The kept chain this checkpoint is taken over (incremental checkpoints); open from the scan to the image's writing.</summary>
+    private ImageChain? _previous;
+
+    /// <summary>The older image was renamed to make way for this checkpoint's image (renamed back if the checkpoint fails).</summary>
+    private string? _demoted;
+
+    /// <summary>Why incremental checkpoints cannot work on this kernel, or null when they can.</summary>
+    public static string? IncrementalUnavailable()
+    {
+        using (var scanner = new PagemapScanner(Environment.ProcessId))
+        {
+            if (scanner.ScanWrites(0x10000, 0x20000) is null)
+                return "this kernel has no PAGEMAP_SCAN (Linux 6.7+): written pages cannot be told apart";
+        }
+        ulong offered;
+        try
+        {
+            using var uffd = UserFaultFd.Create(UserFaultFd.CreateFlags | UserModeOnly, "memcr");
+            offered = uffd.Enable(0);
+        }
+        catch (SyscallException e)
+        {
+            return $"{e.Message}: writes cannot be tracked";
+        }
+        return (offered & UserFaultFd.FeatureWriteProtectAsync) == 0
+            ? "this kernel's userfaultfd lacks UFFD_FEATURE_WP_ASYNC (Linux 6.7+): writes cannot be tracked"
+            : null;
+    }
+
+    /// <summary>
+    /// Ends the write tracking of a running process (the user says it is back for good): closes
+    /// its descriptor of the tracking userfaultfd and removes its kept images. Returns false when
+    /// nothing was tracked for it in <paramref name="dumpDir"/>. Throws
+    /// <see cref="CheckpointException"/>, with nothing removed, when the process cannot be seized
+    /// (another memcr holds it, for one).
+    /// </summary>
+    public static bool Forget(int pid, string dumpDir, Log log)
+    {
+        TrackState? state;
+        try
+        {
+            state = TrackState.Read(dumpDir, pid);
+        }
+        catch (InvalidDataException e)
+        {
+            log.Error(e.Message);
+            state = new TrackState(pid, 0, 0, -1);
+        }
+        if (state is null)
+            return false;
+        if (state.IsOfLiveProcess() && ProcFds.IsUserFaultFd(pid, state.Fd))
+        {
+            try
+            {
+                LazySession.CloseInTarget(pid, state.Fd, log);
+            }
+            catch (SyscallException e)
+            {
+                throw new CheckpointException($"cannot end the write tracking of pid {pid}: {e.Message}; nothing was changed", e);
+            }
+        }
+        ImageChain.DeleteOlder(dumpDir, pid, log.Error);
+        LazySession.DeleteFiles(Path.Combine(dumpDir, $"pages-{pid}.img"), log);
+        TrackState.Delete(dumpDir, pid, log.Error);
+        log.Info($"write tracking of pid {pid} ended; its kept images removed");
+        return true;
+    }
+
+    /// <summary>
+    /// Removes what write tracking left in <paramref name="dumpDir"/> for processes that have
+    /// exited (the tracking itself went with them); returns their pids.
+    /// </summary>
+    public static List<int> SweepExited(string dumpDir, Log log)
+    {
+        var gone = new List<int>();
+        foreach (int pid in TrackState.Pids(dumpDir))
+        {
+            TrackState? state;
+            try
+            {
+                state = TrackState.Read(dumpDir, pid);
+            }
+            catch (Exception e) when (e is InvalidDataException or IOException)
+            {
+                continue;
+            }
+            if (state is null || state.IsOfLiveProcess())
+                continue;
+            ImageChain.DeleteOlder(dumpDir, pid, log.Error);
+            LazySession.DeleteFiles(Path.Combine(dumpDir, $"pages-{pid}.img"), log);
+            TrackState.Delete(dumpDir, pid, log.Error);
+            gone.Add(pid);
+        }
+        return gone;
+    }
+
+    /// <summary>
+    /// With the target seized, before anything is scanned: finds what an earlier restore left for
+    /// it (its write tracking and kept images). For an incremental checkpoint returns the chain to
+    /// take this one over, when it can be used; otherwise ends the tracking and removes the images,
+    /// so that this checkpoint is a full one.
+    /// </summary>
+    private ImageChain? TakeStock()
+    {
+        TrackState? state;
+        try
+        {
+            state = TrackState.Read(_options.DumpDir, Pid);
+        }
+        catch (Exception e) when (e is InvalidDataException or IOException or UnauthorizedAccessException)
+        {
+            _log.Error($"{e.Message}: a full checkpoint");
+            ForgetChain();
+            return null;
+        }
+        if (state is null)
+            return null;
+        if (!state.IsOfLiveProcess())
+        {
+            _log.Info($"removing the kept images of an earlier process {Pid} (this one has another start time)");
+            ForgetChain();
+            return null;
+        }
+        if (!ProcFds.IsUserFaultFd(Pid, state.Fd))
+        {
+            _log.Info($"pid {Pid} closed the descriptor that tracked its writes (fd {state.Fd}): a full checkpoint");
+            ForgetChain();
+            return null;
+        }
+        if (!_options.Incremental)
+        {
+            _log.Info($"not incremental: ending the write tracking of pid {Pid} and removing its kept images");
+            EndTracking(state.Fd);
+            return null;
+        }
+        try
+        {
+            var chain = ImageChain.Open(ImagePath, state.ImageId, Pid, _key);
+            _log.Info($"incremental over {chain.Images.Count} kept {(chain.Images.Count == 1 ? "image" : "images")} ({chain.FileBytes / 1024} kB)");
+            return chain;
+        }
+        catch (Exception e) when (e is ImageFormatException or IOException or UnauthorizedAccessException)
+        {
+            _log.Error($"the kept images of pid {Pid} cannot be used ({(e is ImageFormatException f ? f.Message : e.Message)}): a full checkpoint");
+            EndTracking(state.Fd);
+            return null;
+        }
+    }
+
+    /// <summary>
+    /// Plans an incremental checkpoint over <paramref name="chain"/>, or a full one when the chain
+    /// would grow too long (<see cref="ImageChain.MaxImages"/>) or hold more than twice what the
+    /// process has to save: then the chain is compacted, which is to say replaced by one full image.
+    /// </summary>
+    private ImageDump.CheckpointPlan PlanOver(ImageDump dump, List<SelectedVma> selected, ImageChain chain)
+    {
+        var plan = dump.Plan(selected, chain.Pages());
+        ulong needed = plan.Bytes + PageRanges.Bytes(plan.Kept!);
+        string? compact = chain.Images.Count >= ImageChain.MaxImages ? $"{chain.Images.Count} images"
+            : (ulong)chain.FileBytes + plan.Bytes > 2 * needed ? $"{(chain.FileBytes + (long)plan.Bytes) >> 10} kB for {needed >> 10} kB of memory"
+            : null;
+        if (compact is null)
+        {
+            dump.Parent = (chain.Newest.Header.ImageId, chain.Newest.Header.ChainDepth + 1);
+            return plan;
+        }
+        _log.Info($"compacting the chain ({compact}): a full checkpoint");
+        chain.Dispose();
+        _previous = null;
+        var state = TrackState.Read(_options.DumpDir, Pid);
+        EndTracking(state?.Fd ?? -1);
+        return dump.Plan(selected);
+    }
+
+    /// <summary>Moves the newest kept image aside (pages-PID.ID.img) so that this checkpoint's image takes its name.</summary>
+    private void Demote(ImageChain chain)
+    {
+        string older = ImageChain.OlderPath(_options.DumpDir, Pid, chain.Newest.Header.ImageId);
+        File.Move(ImagePath, older, overwrite: true);
+        _demoted = older;
+    }
+
+    /// <summary>A failed incremental checkpoint: its older image takes its name back, and the tracking goes on.</summary>
+    private void Promote()
+    {
+        if (_demoted is null)
+            return;
+        try
+        {
+            File.Move(_demoted, ImagePath, overwrite: true);
+        }
+        catch (IOException e)
+        {
+            _log.Error($"cannot move {_demoted} back to {ImagePath}: {e.Message}");
+        }
+        _demoted = null;
+    }
+
+    /// <summary>Closes the process's descriptor of the tracking userfaultfd (which ends the tracking) and removes the kept images.</summary>
+    private void EndTracking(int fd)
+    {
+        if (ProcFds.IsUserFaultFd(Pid, fd))
+            LazySession.CloseInTarget(_tracer, fd, _log);
+        ForgetChain();
+    }
+
+    /// <summary>Removes the kept images of the process and its tracking state.</summary>
+    private void ForgetChain()
+    {
+        ImageChain.DeleteOlder(_options.DumpDir, Pid, _log.Error);
+        TrackState.Delete(_options.DumpDir, Pid, _log.Error);
+        if (_demoted is null && File.Exists(ImagePath) && !_imageExists)
+        {
+            try
+            {
+                File.Delete(ImagePath);
+            }
+            catch (IOException e)
+            {
+                _log.Error($"cannot remove {ImagePath}: {e.Message}");
+            }
+        }
+    }
+
+    /// <summary>
+    /// After the restore wrote every page and before the process runs: write-protects the ranges
+    /// the image covers through a userfaultfd in async write-protect mode (the process's writes
+    /// go through at once, only noted in its page table), so that the next checkpoint saves only
+    /// what was written. The process keeps the userfaultfd (a memcr that exits does not end the
+    /// tracking); its descriptor is recorded next to the images. Returns false, with the kept
+    /// images removed, when the tracking cannot be set up: the restore itself is unaffected.
+    /// </summary>
+    private bool ArmTracking(IReadOnlyList<ImageVma> vmas)
+    {
+        TrackState? previous = null;
+        try
+        {
+            previous = TrackState.Read(_options.DumpDir, Pid);
+        }
+        catch (Exception e) when (e is InvalidDataException or IOException)
+        {
+            _log.Debug(e.Message);
+        }
+        int targetFd = -1;
+        try
+        {
+            UserFaultFd fd;
+            if (previous is not null && ProcFds.IsUserFaultFd(Pid, previous.Fd))
+            {
+                targetFd = previous.Fd;
+                using var pidfd = ProcessCalls.PidfdOpen(Pid);
+                fd = new UserFaultFd(ProcessCalls.TakeFd(pidfd, Pid, targetFd), $"pid {Pid}");
+            }
+            else
+            {
+                // A process without CAP_SYS_PTRACE may only have user-mode faults handled: enough
+                // here, where no fault waits (the kernel's own writes go through as the process's do).
+                var (made, madeFd) = UserFaultFdInTarget(UserFaultFd.CreateFlags);
+                if (made is null)
+                    (made, madeFd) = UserFaultFdInTarget(UserFaultFd.CreateFlags | UserModeOnly);
+                (fd, targetFd) = (made ?? throw new SyscallException("userfaultfd() in the target", $"pid {Pid}", Errno.EPERM), madeFd);
+                fd.Enable(UserFaultFd.FeatureWriteProtectAsync);
+            }
+            using (fd)
+            {
+                int spans = 0;
+                foreach (var (start, end) in Spans(vmas))
+                {
+                    fd.RegisterWriteProtect(start, end);
+                    fd.WriteProtect(start, end);
+                    spans++;
+                }
+                _log.Debug($"writes tracked in {spans} ranges through fd {targetFd} of pid {Pid}");
+            }
+            new TrackState(Pid, ProcFs.ReadStartTime(Pid), _imageId, targetFd).Write(_options.DumpDir);
+            return true;
+        }
+        catch (Exception e) when (e is SyscallException or IOException or UnauthorizedAccessException or ProcessGoneException)
+        {
+            _log.Error($"cannot track the writes of pid {Pid}: {e.Message}; its next checkpoint is a full one");
+            if (targetFd >= 0 && _tracer.IsAlive)
+                LazySession.CloseInTarget(_tracer, targetFd, _log);
+            ForgetChain();
+            return false;
+        }
+    }
+
+    /// <summary>Whether a VMA lies in the ranges memcr's write tracking registered (those of the kept image's VMA table).</summary>
+    private static Func<Vma, bool> Tracked(IReadOnlyList<ImageVma> vmas)
+    {
+        var spans = Spans(vmas);
+        return vma => spans.Any(s => s.Start <= vma.Start && vma.End <= s.End);
+    }
+
+    /// <summary>The VMAs of an image's table, adjacent ones merged.</summary>
+    private static List<(ulong Start, ulong End)> Spans(IReadOnlyList<ImageVma> vmas)
+    {
+        var spans = new List<(ulong Start, ulong End)>();
+        foreach (var v in vmas)
+        {
+            if (spans.Count > 0 && spans[^1].End == v.Start)
+                spans[^1] = (spans[^1].Start, v.End);
+            else
+                spans.Add((v.Start, v.End));
+        }
+        return spans;
+    }
+
+    /// <summary>
+    /// userfaultfd(<paramref name="flags"/>) run by the target (so that it serves the target's
+    /// memory), then taken with pidfd_getfd: memcr's copy and the target's descriptor. The
+    /// descriptor is -1 (and the copy null) when the target's userfaultfd() refused with EPERM.
+    /// </summary>
+    private (UserFaultFd? Fd, int TargetFd) UserFaultFdInTarget(int flags)
+    {
+        long r;
+        using (var remote = RemoteSyscall.Open(_tracer, _arch, SyscallInstruction()))
+            r = remote.Call(_arch.Syscalls.Userfaultfd, (ulong)flags);
+        if (r == -Errno.EPERM)
+            return (null, -1);
+        if (r < 0)
+            throw new SyscallException("userfaultfd() in the target", $"pid {Pid}", (int)-r);
+        try
+        {
+            using var pidfd = ProcessCalls.PidfdOpen(Pid);
+            return (new UserFaultFd(ProcessCalls.TakeFd(pidfd, Pid, (int)r), $"pid {Pid}"), (int)r);
+        }
+        catch (SyscallException)
+        {
+            LazySession.CloseInTarget(_tracer, (int)r, _log);
+            throw;
+        }
+    }
+}
