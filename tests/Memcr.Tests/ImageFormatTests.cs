@@ -161,6 +161,52 @@ public sealed class ImageFormatTests : IDisposable
     }
 
     [Fact]
+    public void IncrementalImage_KeepsItsParentAndKeptRanges_CoveredByItsChecksumsAndDigest()
+    {
+        string path = Path.Combine(_dir, "incremental.img");
+        const ulong imageId = 0x1234567890abcdef, parentId = 0xfedcba0987654321;
+        var header = new ImageHeader(1234, Page, 62, ImageFlags.Incremental | ImageFlags.Packed | ImageFlags.Digest, imageId, DateTimeOffset.UnixEpoch)
+        {
+            ParentId = parentId,
+            ChainDepth = 2,
+        };
+        KeptRange[] kept = [new(0x10000000, 0x10004000), new(0x10008000, 0x10009000)];
+        var data = Pages(new Random(7), 2);
+        using (var file = File.OpenHandle(path, FileMode.CreateNew, FileAccess.ReadWrite))
+        using (var encoder = new RecordEncoder(imageId, Codec.None, null))
+        {
+            using var w = new ImageWriter(file, path, header);
+            w.WriteVmaTable([new ImageVma(0x10000000, 0x10010000, 3, VmaKind.Anonymous, 0, (ulong)data.Length)]);
+            var stored = new byte[RecordEncoder.MaxStored(data.Length)];
+            var h = encoder.Encode(0x10004000, w.NextSequence, data, stored);
+            w.AppendRecord(h, stored.AsSpan(0, h.StoredLength));
+            Assert.Throws<ArgumentException>(() => w.Finish());
+            w.Finish(kept);
+            Assert.Equal(ImageWriter.SizeFor(1, [h.StoredLength], Page, packed: true, keptRanges: kept.Length), w.Length);
+            FileOpsTruncate(path, w.Length);
+        }
+        using (var r = ImageReader.Open(path))
+        {
+            Assert.True(r.Header.Incremental);
+            Assert.Equal(parentId, r.Header.ParentId);
+            Assert.Equal(2, r.Header.ChainDepth);
+            Assert.Equal(kept, r.Kept);
+            Assert.Equal(data, ReadAll(r).Single().Data);
+        }
+        // The kept record is the one before the end record: its last entry's last byte, flipped.
+        long at = new FileInfo(path).Length - ImageFormat.RecordHeaderSize - ImageFormat.EndPayloadSize - 1;
+        using (var f = File.OpenHandle(path, FileMode.Open, FileAccess.ReadWrite))
+        {
+            var b = new byte[1];
+            RandomAccess.Read(f, b, at);
+            b[0] ^= 1;
+            RandomAccess.Write(f, b, at);
+        }
+        var e = Assert.Throws<ImageFormatException>(() => ImageReader.Open(path).Dispose());
+        Assert.Contains("Kept record checksum mismatch", e.Message);
+    }
+
+    [Fact]
     public void VmaTable_KeepsItsEntriesAsTheImageStoresThem()
     {
         var table = new VmaTable();
