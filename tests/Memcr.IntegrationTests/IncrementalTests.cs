@@ -147,7 +147,7 @@ public sealed partial class IncrementalTests
         Assert.Single(Images(dir));
         target.Send("EXIT");
         Assert.True(target.WaitUntilDead(TimeSpan.FromSeconds(10)));
-        for (int i = 0; i < 50 && Images(dir).Length > 0; i++)
+        for (int i = 0; i < 50 && (Images(dir).Length > 0 || Directory.GetFiles(dir, "*.track").Length > 0); i++)
             Thread.Sleep(100);
         Assert.Empty(Images(dir));
         Assert.Empty(Directory.GetFiles(dir, "*.track"));

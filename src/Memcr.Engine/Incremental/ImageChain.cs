@@ -46,7 +46,7 @@ internal sealed class ImageChain : IDisposable
                 images.Add(parent);
                 if (parent.Header.ChainDepth != child.Header.ChainDepth - 1)
                     throw new ImageFormatException(older, 88, $"chain depth {parent.Header.ChainDepth} where {child.Header.ChainDepth - 1} belongs (an image of another chain)");
-                if (parent.Header.Encryption != child.Header.Encryption || parent.Header.Packed != child.Header.Packed && parent.Header.Encryption != Encryption.None)
+                if (parent.Header.Encryption != child.Header.Encryption)
                     throw new ImageFormatException(older, 23, "encrypted differently from the image taken over it");
             }
             return new ImageChain(images);
