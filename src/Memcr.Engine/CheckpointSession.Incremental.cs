@@ -13,9 +13,6 @@ public sealed partial class CheckpointSession
     /// <summary>userfaultfd(2) flag: only user-mode faults are handled (what a process without CAP_SYS_PTRACE may ask for where vm.unprivileged_userfaultfd is 0).</summary>
     private const int UserModeOnly = 1;
 
-    /// <summary>The kept chain this checkpoint is taken over (incremental checkpoints); open from the scan to the image's writing.</summary>
-    private ImageChain? _previous;
-
     /// <summary>The older image was renamed to make way for this checkpoint's image (renamed back if the checkpoint fails).</summary>
     private string? _demoted;
 
@@ -74,9 +71,7 @@ public sealed partial class CheckpointSession
                 throw new CheckpointException($"cannot end the write tracking of pid {pid}: {e.Message}; nothing was changed", e);
             }
         }
-        ImageChain.DeleteOlder(dumpDir, pid, log.Error);
-        LazySession.DeleteFiles(Path.Combine(dumpDir, $"pages-{pid}.img"), log);
-        TrackState.Delete(dumpDir, pid, log.Error);
+        RemoveKept(dumpDir, pid, log, newest: true);
         log.Info($"write tracking of pid {pid} ended; its kept images removed");
         return true;
     }
@@ -101,9 +96,7 @@ public sealed partial class CheckpointSession
             }
             if (state is null || state.IsOfLiveProcess())
                 continue;
-            ImageChain.DeleteOlder(dumpDir, pid, log.Error);
-            LazySession.DeleteFiles(Path.Combine(dumpDir, $"pages-{pid}.img"), log);
-            TrackState.Delete(dumpDir, pid, log.Error);
+            RemoveKept(dumpDir, pid, log, newest: true);
             gone.Add(pid);
         }
         return gone;
@@ -113,10 +106,12 @@ public sealed partial class CheckpointSession
     /// With the target seized, before anything is scanned: finds what an earlier restore left for
     /// it (its write tracking and kept images). For an incremental checkpoint returns the chain to
     /// take this one over, when it can be used; otherwise ends the tracking and removes the images,
-    /// so that this checkpoint is a full one.
+    /// so that this checkpoint is a full one. <paramref name="trackingFd"/>: the process's
+    /// descriptor of the tracking userfaultfd that goes with the chain.
     /// </summary>
-    private ImageChain? TakeStock()
+    private ImageChain? TakeStock(out int trackingFd)
     {
+        trackingFd = -1;
         TrackState? state;
         try
         {
@@ -152,6 +147,7 @@ public sealed partial class CheckpointSession
         {
             var chain = ImageChain.Open(ImagePath, state.ImageId, Pid, _key);
             _log.Info($"incremental over {chain.Images.Count} kept {(chain.Images.Count == 1 ? "image" : "images")} ({chain.FileBytes / 1024} kB)");
+            trackingFd = state.Fd;
             return chain;
         }
         catch (Exception e) when (e is ImageFormatException or IOException or UnauthorizedAccessException)
@@ -167,7 +163,7 @@ public sealed partial class CheckpointSession
     /// would grow too long (<see cref="ImageChain.MaxImages"/>) or hold more than twice what the
     /// process has to save: then the chain is compacted, which is to say replaced by one full image.
     /// </summary>
-    private ImageDump.CheckpointPlan PlanOver(ImageDump dump, List<SelectedVma> selected, ImageChain chain)
+    private ImageDump.CheckpointPlan PlanOver(ImageDump dump, List<SelectedVma> selected, ImageChain chain, int trackingFd)
     {
         var plan = dump.Plan(selected, chain.Pages());
         ulong needed = plan.Bytes + PageRanges.Bytes(plan.Kept!);
@@ -180,10 +176,7 @@ public sealed partial class CheckpointSession
             return plan;
         }
         _log.Info($"compacting the chain ({compact}): a full checkpoint");
-        chain.Dispose();
-        _previous = null;
-        var state = TrackState.Read(_options.DumpDir, Pid);
-        EndTracking(state?.Fd ?? -1);
+        EndTracking(trackingFd);
         return dump.Plan(selected);
     }
 
@@ -219,22 +212,16 @@ public sealed partial class CheckpointSession
         ForgetChain();
     }
 
-    /// <summary>Removes the kept images of the process and its tracking state.</summary>
-    private void ForgetChain()
+    /// <summary>Removes the kept images of the process (not this checkpoint's own image) and its tracking state.</summary>
+    private void ForgetChain() => RemoveKept(_options.DumpDir, Pid, _log, newest: _demoted is null && !_imageExists);
+
+    /// <summary>Removes the older images of <paramref name="pid"/>'s chain, with <paramref name="newest"/> the newest too, and its tracking state.</summary>
+    private static void RemoveKept(string dumpDir, int pid, Log log, bool newest)
     {
-        ImageChain.DeleteOlder(_options.DumpDir, Pid, _log.Error);
-        TrackState.Delete(_options.DumpDir, Pid, _log.Error);
-        if (_demoted is null && File.Exists(ImagePath) && !_imageExists)
-        {
-            try
-            {
-                File.Delete(ImagePath);
-            }
-            catch (IOException e)
-            {
-                _log.Error($"cannot remove {ImagePath}: {e.Message}");
-            }
-        }
+        ImageChain.DeleteOlder(dumpDir, pid, log.Error);
+        if (newest)
+            LazySession.DeleteFiles(Path.Combine(dumpDir, $"pages-{pid}.img"), log);
+        TrackState.Delete(dumpDir, pid, log.Error);
     }
 
     /// <summary>
@@ -308,18 +295,8 @@ public sealed partial class CheckpointSession
     }
 
     /// <summary>The VMAs of an image's table, adjacent ones merged.</summary>
-    private static List<(ulong Start, ulong End)> Spans(IReadOnlyList<ImageVma> vmas)
-    {
-        var spans = new List<(ulong Start, ulong End)>();
-        foreach (var v in vmas)
-        {
-            if (spans.Count > 0 && spans[^1].End == v.Start)
-                spans[^1] = (spans[^1].Start, v.End);
-            else
-                spans.Add((v.Start, v.End));
-        }
-        return spans;
-    }
+    private static List<(ulong Start, ulong End)> Spans(IReadOnlyList<ImageVma> vmas) =>
+        VmaSelector.AdjacentSpans(vmas.Select(v => (v.Start, v.End))).ToList();
 
     /// <summary>
     /// userfaultfd(<paramref name="flags"/>) run by the target (so that it serves the target's

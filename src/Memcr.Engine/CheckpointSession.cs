@@ -154,19 +154,11 @@ public sealed partial class CheckpointSession : IDisposable
 
     private void Run(CancellationToken cancel)
     {
-        _previous = TakeStock();
-        try
-        {
-            Run(_previous, cancel);
-        }
-        finally
-        {
-            _previous?.Dispose();
-            _previous = null;
-        }
+        using var previous = TakeStock(out int trackingFd);
+        Run(previous, trackingFd, cancel);
     }
 
-    private void Run(ImageChain? previous, CancellationToken cancel)
+    private void Run(ImageChain? previous, int trackingFd, CancellationToken cancel)
     {
         var selected = VmaSelector.Select(Pid, _options.IncludeFileMappings, (vma, reason) =>
         {
@@ -183,7 +175,7 @@ public sealed partial class CheckpointSession : IDisposable
         _log.Step("downloading pages");
         _startedDownload = _lap = Stopwatch.GetTimestamp();
         var dump = new ImageDump(_options, _log, _memory, _imageId, _key);
-        var plan = previous is not null ? PlanOver(dump, selected, previous) : dump.Plan(selected);
+        var plan = previous is not null ? PlanOver(dump, selected, previous, trackingFd) : dump.Plan(selected);
         (_dropSpans, _dropVmas) = (plan.DropSpans, plan.Vmas.Count);
         Lap("page scan");
         if (many)
@@ -194,7 +186,7 @@ public sealed partial class CheckpointSession : IDisposable
         }
         cancel.ThrowIfCancellationRequested();
         if (dump.Parent is not null)
-            Demote(_previous!);
+            Demote(previous!);
         try
         {
             dump.Write(plan, cancel);

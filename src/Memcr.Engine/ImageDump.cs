@@ -158,7 +158,7 @@ internal sealed class ImageDump(CheckpointOptions options, Log log, RemoteMemory
             return [];
         if (scanner.ScanSparse(selected[0].Start, selected[^1].End) is { } all)
             return all;
-        return VmaSelector.AdjacentSpans(selected).SelectMany(span => scanner.Scan(span.Start, span.End)).ToList();
+        return VmaSelector.AdjacentSpans(selected.Select(s => (s.Start, s.End))).SelectMany(span => scanner.Scan(span.Start, span.End)).ToList();
     }
 
     /// <summary>Like <see cref="Scan"/>, with whether each page was written since it was write-protected.</summary>

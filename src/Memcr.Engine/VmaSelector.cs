@@ -68,17 +68,23 @@ public static class VmaSelector
         : vma.IsFile ? VmaKind.File
         : VmaKind.Anonymous;
 
-    /// <summary>The runs of VMAs that touch one another in an address-ordered list, each as one [Start, End) range.</summary>
-    public static IEnumerable<(ulong Start, ulong End)> AdjacentSpans(IReadOnlyList<SelectedVma> vmas)
+    /// <summary>The runs of ranges (VMAs) that touch one another in an address-ordered sequence, each as one [Start, End) range.</summary>
+    public static IEnumerable<(ulong Start, ulong End)> AdjacentSpans(IEnumerable<(ulong Start, ulong End)> ranges)
     {
-        for (int i = 0; i < vmas.Count;)
+        (ulong Start, ulong End)? run = null;
+        foreach (var r in ranges)
         {
-            int j = i;
-            while (j + 1 < vmas.Count && vmas[j + 1].Start == vmas[j].End)
-                j++;
-            yield return (vmas[i].Start, vmas[j].End);
-            i = j + 1;
+            if (run is { } current && current.End == r.Start)
+            {
+                run = (current.Start, r.End);
+                continue;
+            }
+            if (run is { } done)
+                yield return done;
+            run = r;
         }
+        if (run is { } last)
+            yield return last;
     }
 
     public static string ShortName(VmaKind kind) => kind switch

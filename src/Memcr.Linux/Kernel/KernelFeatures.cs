@@ -102,14 +102,15 @@ public static class KernelFeatures
 
     private static bool Userfaultfd(out string detail)
     {
-        const long SysUserfaultfd = 323;
-        long fd = Interop.Libc.syscall(SysUserfaultfd, 0x80000 /* O_CLOEXEC */, 0, 0, 0, 0);
-        if (fd < 0)
+        try
         {
-            detail = $"userfaultfd(): {SyscallException.Describe(Errno.Last)}";
+            Memory.UserFaultFd.Create(0x80000 /* O_CLOEXEC */, "memcr").Dispose();
+        }
+        catch (SyscallException e)
+        {
+            detail = $"userfaultfd(): {SyscallException.Describe(e.Errno)}";
             return false;
         }
-        Interop.Libc.close((int)fd);
         detail = "lazy restore can serve pages on demand";
         return true;
     }

@@ -93,16 +93,7 @@ public sealed class PagemapScanner : IDisposable
     /// fit for a range spanning a whole address space. Null on a kernel without it (reading
     /// /proc/PID/pagemap over such a range would take 8 bytes for every page of the holes).
     /// </summary>
-    public List<PageRun>? ScanSparse(ulong start, ulong end)
-    {
-        if (!_useScan)
-            return null;
-        var runs = new List<PageRun>();
-        if (TryScanIoctl(start, end, runs, writes: false))
-            return runs;
-        _useScan = false;
-        return null;
-    }
+    public List<PageRun>? ScanSparse(ulong start, ulong end) => ScanIoctl(start, end, writes: false);
 
     /// <summary>
     /// Like <see cref="ScanSparse"/>, with each run also saying whether its pages were written
@@ -111,12 +102,14 @@ public sealed class PagemapScanner : IDisposable
     /// write-protect mapping that was never populated shows as swapped, tracked and not written
     /// (the kernel's marker). Null on a kernel without PAGEMAP_SCAN.
     /// </summary>
-    public List<PageRun>? ScanWrites(ulong start, ulong end)
+    public List<PageRun>? ScanWrites(ulong start, ulong end) => ScanIoctl(start, end, writes: true);
+
+    private List<PageRun>? ScanIoctl(ulong start, ulong end, bool writes)
     {
         if (!_useScan)
             return null;
         var runs = new List<PageRun>();
-        if (TryScanIoctl(start, end, runs, writes: true))
+        if (TryScanIoctl(start, end, runs, writes))
             return runs;
         _useScan = false;
         return null;
