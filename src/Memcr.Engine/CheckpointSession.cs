@@ -248,16 +248,7 @@ public sealed partial class CheckpointSession : IDisposable
     {
         if (_dropSpans.Count == 0)
             return;
-        using var remote = RemoteSyscall.Open(_tracer, _arch, SyscallInstruction());
-        int calls = 0;
-        foreach (var (start, end) in _dropSpans)
-        {
-            _dropped = true;
-            long r = remote.Call(_arch.Syscalls.Madvise, start, end - start, Madvise.DontNeed);
-            if (r < 0)
-                throw new SyscallException("madvise(MADV_DONTNEED) in the target", $"pid {Pid} [{start:x}-{end:x}]", (int)-r);
-            calls++;
-        }
+        int calls = MemoryDrop.Run(_tracer, _arch, SyscallInstruction(), _dropSpans, () => _dropped = true);
         _log.Debug($"dropped {_dropVmas} VMAs with {calls} madvise calls");
     }
 

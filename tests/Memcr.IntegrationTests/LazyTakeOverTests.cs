@@ -18,8 +18,9 @@ public sealed class LazyTakeOverTests
     private static async Task AssertTakenOverAndIntact(FifoTarget target, string dir, string flags, string[] fds)
     {
         Assert.True(target.IsAlive);
-        // Its reader's read() lands in pages nobody serves now: it waits, as do its other threads.
-        target.Feed();
+        // Its reader's read() lands in pages nobody serves now: it waits, as do its other threads
+        // (and the FIFO stays open until the service has served them: see FeedKeepingOpen).
+        using (var feed = target.FeedKeepingOpen())
         using (var daemon = Daemon.Start(dir))
         {
             await LazyRestoreTests.WaitUntilServiceHoldsNothing(daemon);

@@ -7,7 +7,10 @@ namespace Memcr.Linux.Memory;
 /// Native memory aligned to a page, usable as <see cref="Memory{T}"/>: what O_DIRECT I/O and
 /// process_vm_readv/writev batches read into and write from. Large buffers are mappings of their
 /// own, so that disposing one gives its memory back to the kernel at once (malloc would keep
-/// freed megabytes in its arenas, and memcr's RSS with them).
+/// freed megabytes in its arenas, and memcr's RSS with them). Mapped buffers are populated at
+/// once: every buffer is written soon after it is made, and faulting it in page by page from the
+/// threads of the pipeline cost more than the copying (perf showed the encoders' first writes into
+/// fresh output buffers taking write-protect faults, each with a TLB shootdown to the other CPU).
 /// </summary>
 public sealed unsafe class AlignedBuffer : MemoryManager<byte>
 {
@@ -28,7 +31,7 @@ public sealed unsafe class AlignedBuffer : MemoryManager<byte>
             return;
         }
         nint p = Interop.Libc.mmap(0, (nuint)length, Interop.Libc.PROT_READ | Interop.Libc.PROT_WRITE,
-            Interop.Libc.MAP_PRIVATE | Interop.Libc.MAP_ANONYMOUS, -1, 0);
+            Interop.Libc.MAP_PRIVATE | Interop.Libc.MAP_ANONYMOUS | Interop.Libc.MAP_POPULATE, -1, 0);
         if (p == Interop.Libc.MAP_FAILED)
             throw new OutOfMemoryException($"cannot map a {length}-byte buffer: mmap: {SyscallException.Describe(Marshal.GetLastPInvokeError())}");
         _pointer = (byte*)p;

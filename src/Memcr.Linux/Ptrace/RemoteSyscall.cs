@@ -23,11 +23,12 @@ public sealed class RemoteSyscall : IDisposable
     private readonly ulong _savedMask;
     private readonly Kernel.CpuAffinity? _affinity;
     private bool _moved;
+    private bool _running;
     private bool _disposed;
 
-    private RemoteSyscall(Tracer tracer, CpuArchitecture arch, int tid, ulong pc, byte[] saved, ulong savedMask)
+    private RemoteSyscall(Tracer tracer, CpuArchitecture arch, int tid, ulong pc, byte[] saved, ulong savedMask, bool pin)
     {
-        _affinity = Kernel.CpuAffinity.Follow(tracer.Pid, tid);
+        _affinity = pin ? Kernel.CpuAffinity.Follow(tracer.Pid, tid) : null;
         _tracer = tracer;
         _arch = arch;
         _tid = tid;
@@ -44,8 +45,12 @@ public sealed class RemoteSyscall : IDisposable
 
     public void MoveInstruction(ulong syscallInstruction) => _pc = syscallInstruction;
 
-    /// <summary>Opens remote syscalls on thread <paramref name="tid"/> (the leader when null), which must be stopped.</summary>
-    public static RemoteSyscall Open(Tracer tracer, CpuArchitecture arch, ulong syscallInstruction, int? tid = null)
+    /// <summary>
+    /// Opens remote syscalls on thread <paramref name="tid"/> (the leader when null), which must be
+    /// stopped. The thread is put on the CPU this thread runs on unless <paramref name="pin"/> is
+    /// false: for syscalls <see cref="Start"/>ed to run on another CPU while this one waits for others.
+    /// </summary>
+    public static RemoteSyscall Open(Tracer tracer, CpuArchitecture arch, ulong syscallInstruction, int? tid = null, bool pin = true)
     {
         var thread = tid is { } t ? tracer.Threads.First(x => x.Tid == t) : tracer.Leader;
         var regs = new byte[arch.RegisterSetSize];
@@ -57,26 +62,48 @@ public sealed class RemoteSyscall : IDisposable
         }
         ulong mask = tracer.GetSignalMask(thread.Tid);
         tracer.SetSignalMask(thread.Tid, ~0UL);
-        return new RemoteSyscall(tracer, arch, thread.Tid, syscallInstruction, regs, mask);
+        return new RemoteSyscall(tracer, arch, thread.Tid, syscallInstruction, regs, mask, pin);
     }
 
     /// <summary>Runs one syscall in the target and returns its raw result (-errno on failure).</summary>
     public long Call(long nr, params ReadOnlySpan<ulong> args)
     {
+        Start(nr, args);
+        return Finish();
+    }
+
+    /// <summary>
+    /// Enters one syscall in the target and lets the thread run it: <see cref="Finish"/> waits for
+    /// its result. Meanwhile other threads of the target can run syscalls of their own.
+    /// </summary>
+    public void Start(long nr, params ReadOnlySpan<ulong> args)
+    {
         ObjectDisposedException.ThrowIf(_disposed, this);
+        if (_running)
+            throw new InvalidOperationException($"tid {_tid} of pid {_tracer.Pid} is still in a remote syscall");
         _saved.CopyTo(_work, 0);
         _arch.PrepareSyscall(_work, _pc, nr, args);
         _tracer.SetRegisters(_tid, _work);
         _moved = true;
-        StepToSyscallStop(); // entry
-        StepToSyscallStop(); // exit
+        _tracer.ContinueToSyscall(_tid, 0);
+        WaitSyscallStop(); // entry
+        _tracer.ContinueToSyscall(_tid, 0);
+        _running = true;
+    }
+
+    /// <summary>Waits for the syscall <see cref="Start"/> entered to return, and gives its raw result (-errno on failure).</summary>
+    public long Finish()
+    {
+        if (!_running)
+            throw new InvalidOperationException($"no remote syscall runs on tid {_tid} of pid {_tracer.Pid}");
+        _running = false;
+        WaitSyscallStop(); // exit
         _tracer.GetRegisters(_tid, _work);
         return _arch.SyscallResult(_work);
     }
 
-    private void StepToSyscallStop()
+    private void WaitSyscallStop()
     {
-        _tracer.ContinueToSyscall(_tid, 0);
         for (int attempts = 0; attempts < 1000; attempts++)
         {
             var s = _tracer.WaitStop(_tid);
@@ -147,6 +174,8 @@ public sealed class RemoteSyscall : IDisposable
         if (_disposed)
             return;
         _disposed = true;
+        if (_running)
+            Finish();
         if (_moved)
         {
             // Return to a PTRACE_EVENT_STOP inside get_signal before restoring the registers: leaving

@@ -65,11 +65,22 @@ public sealed partial class FifoTarget : IDisposable
     /// <summary>Writes the 64 KiB lazytest's reader expects (byte i is i * 7 + 3) into its FIFO <c>feed</c>.</summary>
     public void Feed()
     {
+        using var feed = FeedKeepingOpen();
+    }
+
+    /// <summary>
+    /// <see cref="Feed"/>, the FIFO left open for the caller to close: a reader whose read() waits
+    /// for pages nobody serves yet holds the FIFO's lock, and closing it would wait too (as would
+    /// a child forked meanwhile, on its exec, were its copy the last).
+    /// </summary>
+    public FileStream FeedKeepingOpen()
+    {
         var bytes = new byte[64 << 10];
         for (int i = 0; i < bytes.Length; i++)
             bytes[i] = (byte)(i * 7 + 3);
-        using var feed = new FileStream(Path.Combine(Dir, "feed"), FileMode.Open, FileAccess.Write, FileShare.ReadWrite, 1);
+        var feed = new FileStream(Path.Combine(Dir, "feed"), FileMode.Open, FileAccess.Write, FileShare.ReadWrite, 1);
         feed.Write(bytes);
+        return feed;
     }
 
     /// <summary>
