@@ -40,7 +40,7 @@ run() {
     mpid=$!
     exec {e}>"$enter"
     until grep -q "press enter" "$out"; do sleep 0.01; done
-    t0=$(date +%s%N)
+    t0=${EPOCHREALTIME/./}000
     echo >&"$e"
     echo "TOUCH 1000" >&"$cmd"
     while kill -0 "$mpid" 2>/dev/null; do
