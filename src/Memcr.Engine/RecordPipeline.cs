@@ -29,8 +29,8 @@ internal sealed class DecodedBatch(PageBatch batch, RecordHeader[] headers, nint
 internal sealed class RecordPipeline(ImageReader image, int parallelism, MemoryBudget budget, bool keepCache, Log? log, int checkBytes = 0)
 {
     /// <summary>
-    /// Runs the sink on every batch (those <paramref name="wanted"/> says are, if given: the others
-    /// are read but neither checked nor decoded) until all are done or the sink returns false;
+    /// Runs the sink on every batch (those <paramref name="wanted"/> says are, if given, both before
+    /// it is read and when it is taken: the others are neither read nor checked) until all are done or the sink returns false;
     /// rethrows the first failure, once every thread has stopped.
     /// </summary>
     public void Run(Func<DecodedBatch, Worker, bool> sink, Func<PageBatch, bool>? wanted = null)
@@ -41,7 +41,7 @@ internal sealed class RecordPipeline(ImageReader image, int parallelism, MemoryB
         using var grant = budget.Acquire(least, want);
         var layout = RestoreBuffers.For(grant, workers, packed, checkBytes, image.Header.PageSize);
         log?.Debug($"buffers: {grant.Bytes >> 10} kB granted; {layout}");
-        using var stream = new BatchStream(image, layout.ReadBytes, packed ? layout.PageBytes : layout.ReadBytes, layout.Reads, keepCache);
+        using var stream = new BatchStream(image, layout.ReadBytes, packed ? layout.PageBytes : layout.ReadBytes, layout.Reads, keepCache, wanted);
         var failures = new ConcurrentQueue<Exception>();
         var threads = new Thread[workers];
         for (int t = 0; t < workers; t++)

@@ -62,6 +62,7 @@ public sealed class BatchStream : IDisposable
     private readonly CancellationTokenSource _stop = new();
     private readonly Thread[] _readers;
     private readonly int _align;
+    private readonly Func<PageBatch, bool>? _wanted;
     private int _next = -1;
     private int _reading;
     private Exception? _error;
@@ -71,11 +72,13 @@ public sealed class BatchStream : IDisposable
     /// <paramref name="readBytes"/> of the file and <paramref name="maxPageBytes"/> of pages each,
     /// into <paramref name="buffers"/> buffers (of <paramref name="readBytes"/> and a page on either
     /// side: an O_DIRECT read is aligned). With <paramref name="keepCache"/> the image is read
-    /// through the page cache and left there.
+    /// through the page cache and left there. A batch <paramref name="wanted"/> says is not wanted
+    /// (asked just before it would be read) is skipped.
     /// </summary>
-    public BatchStream(ImageReader image, int readBytes, int maxPageBytes, int buffers, bool keepCache)
+    public BatchStream(ImageReader image, int readBytes, int maxPageBytes, int buffers, bool keepCache, Func<PageBatch, bool>? wanted = null)
     {
         _image = image;
+        _wanted = wanted;
         _batches = image.PlanBatches(readBytes, maxPageBytes);
         _keepCache = keepCache;
         _file = image.Reopen(direct: !keepCache, out bool direct);
@@ -107,6 +110,8 @@ public sealed class BatchStream : IDisposable
             for (int next = Interlocked.Increment(ref _next); next < _batches.Count; next = Interlocked.Increment(ref _next))
             {
                 var batch = _batches[next];
+                if (_wanted is not null && !_wanted(batch))
+                    continue;
                 long start = batch.Start / _align * _align;
                 long end = ImageFormat.AlignUp(batch.Start + batch.Length, _align);
                 int length = (int)(end - start);

@@ -350,6 +350,13 @@ public sealed class LazyRestore : IDisposable
             // The faults first: if every page came back (or the process went) meanwhile, the fill finds nothing owed.
             _filled.Wait(FillHeadStartMs);
             new RecordPipeline(_image, _parallelism, _budget, _keepCache, _log).Run(CopyBatch, Owed);
+            // Said here rather than by the fault thread, which may be waiting up to 50 ms for a fault
+            // (the copies have woken every thread that waited on one of these pages).
+            lock (_sync)
+            {
+                if (_spaces.All(s => s.Gone || s.Pending.IsEmpty))
+                    _filled.Set();
+            }
         }
         catch (Exception e)
         {
