@@ -167,33 +167,11 @@ public sealed partial class CheckpointSession
             for (int j = FirstEndingAfter(vmas, e.Address); j < vmas.Count && vmas[j].Start < e.End; j++)
                 under[j] = true;
         }
-        var ranges = new List<(ulong Start, ulong End)>();
-        for (int j = 0; j < vmas.Count; j++)
-        {
-            if (!under[j])
-                continue;
-            if (ranges.Count > 0 && ranges[^1].End == vmas[j].Start)
-                ranges[^1] = (ranges[^1].Start, vmas[j].End);
-            else
-                ranges.Add((vmas[j].Start, vmas[j].End));
-        }
-        return ranges;
+        return VmaSelector.AdjacentSpans(vmas.Where((_, j) => under[j]).Select(v => (v.Start, v.End))).ToList();
     }
 
     /// <summary>The index of the first VMA (in address order) that ends after <paramref name="address"/>.</summary>
-    private static int FirstEndingAfter(List<Vma> vmas, ulong address)
-    {
-        int lo = 0, hi = vmas.Count;
-        while (lo < hi)
-        {
-            int mid = (lo + hi) >>> 1;
-            if (vmas[mid].End <= address)
-                lo = mid + 1;
-            else
-                hi = mid;
-        }
-        return lo;
-    }
+    private static int FirstEndingAfter(List<Vma> vmas, ulong address) => VmaSelector.FirstEndingAfter(vmas, address, v => v.End);
 
     /// <summary>Writes the records that are not served lazily, through /proc/PID/mem (which forces through page protections).</summary>
     private void WriteEagerly(ImageReader image, bool[] lazy)

@@ -141,18 +141,9 @@ public sealed class EagerPageRestorer(RemoteMemory memory, int parallelism, Memo
     /// </summary>
     internal static bool? Covered(List<MappedRange> ranges, ulong start, ulong end)
     {
-        int lo = 0, hi = ranges.Count - 1;
-        while (lo < hi)
-        {
-            int mid = (lo + hi) >>> 1;
-            if (ranges[mid].End <= start)
-                lo = mid + 1;
-            else
-                hi = mid;
-        }
         bool writable = true;
         ulong at = start;
-        for (int i = lo; i < ranges.Count && at < end; i++)
+        for (int i = VmaSelector.FirstEndingAfter(ranges, start, r => r.End); i < ranges.Count && at < end; i++)
         {
             if (ranges[i].Start > at || ranges[i].End <= at)
                 return null;

@@ -68,6 +68,24 @@ public static class VmaSelector
         : vma.IsFile ? VmaKind.File
         : VmaKind.Anonymous;
 
+    /// <summary>
+    /// In address-ordered, disjoint ranges (<paramref name="end"/> gives a range's end): the index
+    /// of the first that ends after <paramref name="address"/>, or the count when none does.
+    /// </summary>
+    internal static int FirstEndingAfter<T>(IReadOnlyList<T> ranges, ulong address, Func<T, ulong> end)
+    {
+        int lo = 0, hi = ranges.Count;
+        while (lo < hi)
+        {
+            int mid = (lo + hi) >>> 1;
+            if (end(ranges[mid]) <= address)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        return lo;
+    }
+
     /// <summary>The runs of ranges (VMAs) that touch one another in an address-ordered sequence, each as one [Start, End) range.</summary>
     public static IEnumerable<(ulong Start, ulong End)> AdjacentSpans(IEnumerable<(ulong Start, ulong End)> ranges)
     {

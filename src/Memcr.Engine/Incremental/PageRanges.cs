@@ -62,16 +62,7 @@ internal static class PageRanges
     /// <summary>The parts of [start, end) that <paramref name="ranges"/> hold, in order.</summary>
     public static IEnumerable<KeptRange> Within(IReadOnlyList<KeptRange> ranges, ulong start, ulong end)
     {
-        int lo = 0, hi = ranges.Count;
-        while (lo < hi)
-        {
-            int mid = (lo + hi) >>> 1;
-            if (ranges[mid].End <= start)
-                lo = mid + 1;
-            else
-                hi = mid;
-        }
-        for (int i = lo; i < ranges.Count && ranges[i].Start < end; i++)
+        for (int i = VmaSelector.FirstEndingAfter(ranges, start, r => r.End); i < ranges.Count && ranges[i].Start < end; i++)
             yield return new KeptRange(Math.Max(start, ranges[i].Start), Math.Min(end, ranges[i].End));
     }
 }

@@ -433,14 +433,9 @@ public sealed class LazyRestore : IDisposable
         ProcFs.ReadSmaps(pid, vma =>
         {
             if (vma.HasFlag("um"))
-            {
-                if (registered.Count > 0 && registered[^1].End == vma.Start)
-                    registered[^1] = (registered[^1].Start, vma.End);
-                else
-                    registered.Add((vma.Start, vma.End));
-            }
+                registered.Add((vma.Start, vma.End));
         });
-        return registered;
+        return VmaSelector.AdjacentSpans(registered).ToList();
     }
 
     /// <summary>Stops serving (once the process's copy of the userfaultfd is closed, or it has gone) and closes this side's descriptors.</summary>
