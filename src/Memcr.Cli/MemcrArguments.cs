@@ -119,8 +119,6 @@ public sealed record MemcrArguments
                 _ => throw new GetOptException($"option '--{o.Spec.Long}' is not handled"),
             };
         }
-        if (result.Incremental && result.Lazy != LazyMode.Off)
-            throw new GetOptException("--lazy and --incremental cannot be combined yet: a lazy restore cannot track the writes made while its pages come back");
         if (result.KeyFile is not null && result.Encryption == Encryption.None)
             result = result with { Encryption = Encryption.Aes256Gcm };
         if (result.Encryption != Encryption.None && result.KeyFile is null && environment(KeyFileVariable) is { Length: > 0 } fromEnvironment)

@@ -1,7 +1,6 @@
 using Memcr.Engine.Incremental;
 using Memcr.Image;
 using Memcr.Linux;
-using Memcr.Linux.Kernel;
 using Memcr.Linux.Memory;
 using Memcr.Linux.Proc;
 using Memcr.Linux.Ptrace;
@@ -10,9 +9,6 @@ namespace Memcr.Engine;
 
 public sealed partial class CheckpointSession
 {
-    /// <summary>userfaultfd(2) flag: only user-mode faults are handled (what a process without CAP_SYS_PTRACE may ask for where vm.unprivileged_userfaultfd is 0).</summary>
-    private const int UserModeOnly = 1;
-
     /// <summary>The older image was renamed to make way for this checkpoint's image (renamed back if the checkpoint fails).</summary>
     private string? _demoted;
 
@@ -27,7 +23,7 @@ public sealed partial class CheckpointSession
         ulong offered;
         try
         {
-            using var uffd = UserFaultFd.Create(UserFaultFd.CreateFlags | UserModeOnly, "memcr");
+            using var uffd = UserFaultFd.Create(UserFaultFd.CreateFlags | TargetFds.UserModeOnly, "memcr");
             offered = uffd.Enable(0);
         }
         catch (SyscallException e)
@@ -64,7 +60,7 @@ public sealed partial class CheckpointSession
         {
             try
             {
-                LazySession.CloseInTarget(pid, state.Fd, log);
+                TargetFds.Close(pid, state.Fd, log);
             }
             catch (SyscallException e)
             {
@@ -208,7 +204,7 @@ public sealed partial class CheckpointSession
     private void EndTracking(int fd)
     {
         if (ProcFds.IsUserFaultFd(Pid, fd))
-            LazySession.CloseInTarget(_tracer, fd, _log);
+            TargetFds.Close(_tracer, fd, _log);
         ForgetChain();
     }
 
@@ -225,12 +221,11 @@ public sealed partial class CheckpointSession
     }
 
     /// <summary>
-    /// After the restore wrote every page and before the process runs: write-protects the ranges
-    /// the image covers through a userfaultfd in async write-protect mode (the process's writes
-    /// go through at once, only noted in its page table), so that the next checkpoint saves only
-    /// what was written. The process keeps the userfaultfd (a memcr that exits does not end the
-    /// tracking); its descriptor is recorded next to the images. Returns false, with the kept
-    /// images removed, when the tracking cannot be set up: the restore itself is unaffected.
+    /// After the restore wrote every page and before the process runs: tracks its writes in the
+    /// ranges the image covers (<see cref="WriteTracking"/>), so that the next checkpoint saves only
+    /// what was written, and records the process's descriptor of the tracking userfaultfd next to
+    /// the images. Returns false, with the kept images removed, when the tracking cannot be set up:
+    /// the restore itself is unaffected.
     /// </summary>
     private bool ArmTracking(IReadOnlyList<ImageVma> vmas)
     {
@@ -243,84 +238,30 @@ public sealed partial class CheckpointSession
         {
             _log.Debug(e.Message);
         }
+        return ArmTracking(_tracer, _options.DumpDir, _imageId, previous?.Fd ?? -1, WriteTracking.Spans(vmas), null, _log);
+    }
+
+    /// <summary>
+    /// Tracks the writes of the seized process (<see cref="WriteTracking.Arm"/>) and records it for
+    /// the next checkpoint; false, with the kept images of the process removed, when it cannot.
+    /// </summary>
+    internal static bool ArmTracking(Tracer tracer, string dumpDir, ulong imageId, int previousFd, IReadOnlyList<(ulong Start, ulong End)> ranges, IReadOnlyList<KeptRange>? written, Log log)
+    {
+        int pid = tracer.Pid;
         int targetFd = -1;
         try
         {
-            UserFaultFd fd;
-            if (previous is not null && ProcFds.IsUserFaultFd(Pid, previous.Fd))
-            {
-                targetFd = previous.Fd;
-                using var pidfd = ProcessCalls.PidfdOpen(Pid);
-                fd = new UserFaultFd(ProcessCalls.TakeFd(pidfd, Pid, targetFd), $"pid {Pid}");
-            }
-            else
-            {
-                // A process without CAP_SYS_PTRACE may only have user-mode faults handled: enough
-                // here, where no fault waits (the kernel's own writes go through as the process's do).
-                var (made, madeFd) = UserFaultFdInTarget(UserFaultFd.CreateFlags);
-                if (made is null)
-                    (made, madeFd) = UserFaultFdInTarget(UserFaultFd.CreateFlags | UserModeOnly);
-                (fd, targetFd) = (made ?? throw new SyscallException("userfaultfd() in the target", $"pid {Pid}", Errno.EPERM), madeFd);
-                fd.Enable(UserFaultFd.FeatureWriteProtectAsync);
-            }
-            using (fd)
-            {
-                int spans = 0;
-                foreach (var (start, end) in Spans(vmas))
-                {
-                    fd.RegisterWriteProtect(start, end);
-                    fd.WriteProtect(start, end);
-                    spans++;
-                }
-                _log.Debug($"writes tracked in {spans} ranges through fd {targetFd} of pid {Pid}");
-            }
-            new TrackState(Pid, ProcFs.ReadStartTime(Pid), _imageId, targetFd).Write(_options.DumpDir);
+            targetFd = WriteTracking.Arm(tracer, previousFd, ranges, written, log);
+            new TrackState(pid, ProcFs.ReadStartTime(pid), imageId, targetFd).Write(dumpDir);
             return true;
         }
         catch (Exception e) when (e is SyscallException or IOException or UnauthorizedAccessException or ProcessGoneException)
         {
-            _log.Error($"cannot track the writes of pid {Pid}: {e.Message}; its next checkpoint is a full one");
-            if (targetFd >= 0 && _tracer.IsAlive)
-                LazySession.CloseInTarget(_tracer, targetFd, _log);
-            ForgetChain();
+            log.Error($"cannot track the writes of pid {pid}: {e.Message}; its next checkpoint is a full one");
+            if (targetFd >= 0 && tracer.IsAlive)
+                TargetFds.Close(tracer, targetFd, log);
+            RemoveKept(dumpDir, pid, log, newest: true);
             return false;
-        }
-    }
-
-    /// <summary>Whether a VMA lies in the ranges memcr's write tracking registered (those of the kept image's VMA table).</summary>
-    private static Func<Vma, bool> Tracked(IReadOnlyList<ImageVma> vmas)
-    {
-        var spans = Spans(vmas);
-        return vma => spans.Any(s => s.Start <= vma.Start && vma.End <= s.End);
-    }
-
-    /// <summary>The VMAs of an image's table, adjacent ones merged.</summary>
-    private static List<(ulong Start, ulong End)> Spans(IReadOnlyList<ImageVma> vmas) =>
-        VmaSelector.AdjacentSpans(vmas.Select(v => (v.Start, v.End))).ToList();
-
-    /// <summary>
-    /// userfaultfd(<paramref name="flags"/>) run by the target (so that it serves the target's
-    /// memory), then taken with pidfd_getfd: memcr's copy and the target's descriptor. The
-    /// descriptor is -1 (and the copy null) when the target's userfaultfd() refused with EPERM.
-    /// </summary>
-    private (UserFaultFd? Fd, int TargetFd) UserFaultFdInTarget(int flags)
-    {
-        long r;
-        using (var remote = RemoteSyscall.Open(_tracer, _arch, SyscallInstruction()))
-            r = remote.Call(_arch.Syscalls.Userfaultfd, (ulong)flags);
-        if (r == -Errno.EPERM)
-            return (null, -1);
-        if (r < 0)
-            throw new SyscallException("userfaultfd() in the target", $"pid {Pid}", (int)-r);
-        try
-        {
-            using var pidfd = ProcessCalls.PidfdOpen(Pid);
-            return (new UserFaultFd(ProcessCalls.TakeFd(pidfd, Pid, (int)r), $"pid {Pid}"), (int)r);
-        }
-        catch (SyscallException)
-        {
-            LazySession.CloseInTarget(_tracer, (int)r, _log);
-            throw;
         }
     }
 }

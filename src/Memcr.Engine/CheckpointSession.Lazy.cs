@@ -1,11 +1,10 @@
 using System.Diagnostics;
+using Memcr.Engine.Incremental;
 using Memcr.Engine.Lazy;
 using Memcr.Image;
 using Memcr.Linux;
-using Memcr.Linux.Arch;
 using Memcr.Linux.Memory;
 using Memcr.Linux.Proc;
-using Memcr.Linux.Ptrace;
 
 namespace Memcr.Engine;
 
@@ -33,81 +32,96 @@ public sealed partial class CheckpointSession
         _log.Step("resuming, pages on demand");
         var started = Stopwatch.GetTimestamp();
         _lap = started;
-        ImageReader? image = null;
+        if (!_dropped)
+        {
+            // Nothing to bring back: the process runs on at once (tracked, with --incremental).
+            Restore();
+            return null;
+        }
+        ImageChain? chain = null;
+        LazyImages? images = null;
         LazyRestore? lazy = null;
         try
         {
-            image = OpenImage();
-            if (image.Header.Incremental)
-                throw new LazyRestoreUnavailableException($"the image of pid {Pid} is incremental: its pages come from {image.Header.ChainDepth + 1} images, which are restored eagerly");
-            if (!_dropped)
-            {
-                image.Dispose();
-                _tracer.Detach();
-                _over = true;
-                DeleteImage();
-                return null;
-            }
-            lazy = PrepareLazy(image);
+            chain = ImageChain.Open(ImagePath, _imageId, Pid, _key);
+            Lap(chain.Images.Count == 1 ? "image check" : $"image check ({chain.Images.Count} images)");
+            images = new LazyImages(chain);
+            lazy = PrepareLazy(images);
             resuming?.Invoke(_lazyFd);
             lazy.Start();
         }
         catch (LazyRestoreUnavailableException)
         {
-            image?.Dispose();
+            chain?.Dispose();
             throw;
         }
         catch (Exception e) when (e is ImageFormatException or IOException or CheckpointException or UnauthorizedAccessException)
         {
             lazy?.Dispose();
-            image?.Dispose();
+            chain?.Dispose();
             _over = true;
             _tracer.Kill();
             DeleteImage();
+            ForgetChain();
             throw new CheckpointException($"cannot restore pid {Pid}: {e.Message}; pid {Pid} was killed with SIGKILL because its memory cannot be given back", e);
         }
         _tracer.Detach();
         _over = true;
-        _imageExists = false; // the lazy session removes it
+        _imageExists = false; // the lazy session removes it, or keeps it for the next incremental checkpoint
         _log.Info($"resumed in {Stopwatch.GetElapsedTime(started).TotalMilliseconds:F1} ms; {lazy.TotalBytes >> 20} MiB to come back");
-        return new LazySession(Pid, _lazyFd, ImagePath, image, lazy, _log);
+        return new LazySession(Pid, _lazyFd, _options, images, lazy, _options.Incremental, _log);
     }
 
     private int _lazyFd = -1;
 
     /// <summary>
     /// With the target held: writes what cannot be served lazily, makes a userfaultfd in the
-    /// target and takes it, and registers the ranges to serve.
+    /// target and takes it, and registers the ranges to serve. With --incremental the writes are
+    /// tracked from the start: served ranges are registered in write-protect mode too, and the rest
+    /// of what the image covers in write-protect mode only, write-protected before the target runs.
     /// </summary>
-    private LazyRestore PrepareLazy(ImageReader image)
+    private LazyRestore PrepareLazy(LazyImages images)
     {
+        bool tracking = _options.Incremental;
+        if (tracking)
+            EndPreviousTracking();
         var vmas = ProcFs.ReadMaps(Pid);
-        var lazy = new bool[image.Index.Count];
-        for (int i = 0; i < image.Index.Count; i++)
-        {
-            var e = image.Index[i];
-            lazy[i] = Under(vmas, e.Address, e.End).All(v => !v.IsFile && !v.Shared && v.IsWritable);
-        }
+        var lazy = new bool[images.Count];
+        for (int i = 0; i < images.Count; i++)
+            lazy[i] = images.Parts(i).All(p => Under(vmas, p.Start, p.End).All(v => !v.IsFile && !v.Shared && v.IsWritable));
         // Before anything is registered: a write through /proc/PID/mem into a registered missing
         // page would wait for this very thread to answer it.
-        WriteEagerly(image, lazy);
+        WriteEagerly(images, lazy);
         Lap("eager part written");
         var fd = MakeUserFaultFd();
         try
         {
-            fd.Enable(LazyRestore.Features);
-            foreach (var (start, end) in Ranges(vmas, image, lazy))
-                fd.RegisterMissing(start, end);
+            fd.Enable(LazyRestore.Features | (tracking ? UserFaultFd.FeatureWriteProtectAsync : 0));
+            var served = Ranges(vmas, images, lazy);
+            foreach (var (start, end) in served)
+            {
+                if (tracking)
+                    fd.RegisterMissingWriteProtect(start, end);
+                else
+                    fd.RegisterMissing(start, end);
+            }
+            if (tracking)
+            {
+                foreach (var (start, end) in Subtract(WriteTracking.Spans(images.Newest.Vmas), served))
+                {
+                    fd.RegisterWriteProtect(start, end);
+                    fd.WriteProtect(start, end);
+                }
+            }
         }
         catch (SyscallException e)
         {
             // Closing both copies releases the userfaultfd, and with it what was registered.
             fd.Dispose();
-            LazySession.CloseInTarget(_tracer, _lazyFd, _log);
+            TargetFds.Close(_tracer, _lazyFd, _log);
             throw new LazyRestoreUnavailableException($"pid {Pid} cannot be restored lazily: {e.Message}", e);
         }
-        var pending = new PendingPages(Enumerable.Range(0, lazy.Length).Where(i => lazy[i])
-            .Select(i => PendingExtent.Whole(image, i)));
+        var pending = new PendingPages(Enumerable.Range(0, lazy.Length).Where(i => lazy[i]).SelectMany(images.Extents));
         LazyLedger ledger;
         try
         {
@@ -116,24 +130,60 @@ public sealed partial class CheckpointSession
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
             fd.Dispose();
-            LazySession.CloseInTarget(_tracer, _lazyFd, _log);
+            TargetFds.Close(_tracer, _lazyFd, _log);
             throw new LazyRestoreUnavailableException($"pid {Pid} cannot be restored lazily: cannot write {LazyLedger.PathFor(ImagePath)}: {e.Message}", e);
         }
-        return new LazyRestore(Pid, image, fd, pending, ledger, _options, _log);
+        return new LazyRestore(Pid, images, fd, pending, ledger, tracking, _options, _log);
+    }
+
+    /// <summary>
+    /// The tracking of the restore before this checkpoint ends: its userfaultfd holds the ranges
+    /// this restore registers (the checkpoint has used what it recorded).
+    /// </summary>
+    private void EndPreviousTracking()
+    {
+        TrackState? previous;
+        try
+        {
+            previous = TrackState.Read(_options.DumpDir, Pid);
+        }
+        catch (Exception e) when (e is InvalidDataException or IOException or UnauthorizedAccessException)
+        {
+            return;
+        }
+        if (previous is not null && ProcFds.IsUserFaultFd(Pid, previous.Fd))
+            TargetFds.Close(_tracer, previous.Fd, _log);
+    }
+
+    /// <summary>The parts of <paramref name="ranges"/> outside <paramref name="taken"/> (both in address order, each disjoint).</summary>
+    private static IEnumerable<(ulong Start, ulong End)> Subtract(List<(ulong Start, ulong End)> ranges, List<(ulong Start, ulong End)> taken)
+    {
+        int j = 0;
+        foreach (var (start, end) in ranges)
+        {
+            ulong at = start;
+            while (j < taken.Count && taken[j].End <= at)
+                j++;
+            for (int k = j; k < taken.Count && taken[k].Start < end; k++)
+            {
+                if (taken[k].Start > at)
+                    yield return (at, taken[k].Start);
+                at = Math.Max(at, taken[k].End);
+            }
+            if (at < end)
+                yield return (at, end);
+        }
     }
 
     /// <summary>A syscall instruction in the target's code or vDSO, for remote calls.</summary>
-    private ulong SyscallInstruction() => SyscallInstruction(Pid, _arch, _memory);
-
-    internal static ulong SyscallInstruction(int pid, CpuArchitecture arch, RemoteMemory memory) =>
-        RemoteSyscall.FindSyscallInstruction(pid, ProcFs.ReadMaps(pid, RemoteSyscall.MayHoldSyscallInstruction), arch, memory);
+    private ulong SyscallInstruction() => TargetFds.SyscallInstruction(Pid, _arch, _memory);
 
     /// <summary>userfaultfd() run by the target (so that it serves the target's memory), then taken with pidfd_getfd.</summary>
     private UserFaultFd MakeUserFaultFd()
     {
         try
         {
-            var (fd, targetFd) = UserFaultFdInTarget(UserFaultFd.CreateFlags);
+            var (fd, targetFd) = TargetFds.MakeUserFaultFd(_tracer, UserFaultFd.CreateFlags, _log);
             if (fd is null)
             {
                 throw new LazyRestoreUnavailableException(
@@ -155,17 +205,19 @@ public sealed partial class CheckpointSession
             yield return vmas[j];
     }
 
-    /// <summary>The VMAs under lazily served records (in whatever order the image holds them), adjacent ones merged: what is registered.</summary>
-    private static List<(ulong Start, ulong End)> Ranges(List<Vma> vmas, ImageReader image, bool[] lazy)
+    /// <summary>The VMAs under lazily served records (in whatever order the images hold them), adjacent ones merged: what is registered.</summary>
+    private static List<(ulong Start, ulong End)> Ranges(List<Vma> vmas, LazyImages images, bool[] lazy)
     {
         var under = new bool[vmas.Count];
         for (int i = 0; i < lazy.Length; i++)
         {
             if (!lazy[i])
                 continue;
-            var e = image.Index[i];
-            for (int j = FirstEndingAfter(vmas, e.Address); j < vmas.Count && vmas[j].Start < e.End; j++)
-                under[j] = true;
+            foreach (var p in images.Parts(i))
+            {
+                for (int j = FirstEndingAfter(vmas, p.Start); j < vmas.Count && vmas[j].Start < p.End; j++)
+                    under[j] = true;
+            }
         }
         return VmaSelector.AdjacentSpans(vmas.Where((_, j) => under[j]).Select(v => (v.Start, v.End))).ToList();
     }
@@ -174,15 +226,18 @@ public sealed partial class CheckpointSession
     private static int FirstEndingAfter(List<Vma> vmas, ulong address) => VmaSelector.FirstEndingAfter(vmas, address, v => v.End);
 
     /// <summary>Writes the records that are not served lazily, through /proc/PID/mem (which forces through page protections).</summary>
-    private void WriteEagerly(ImageReader image, bool[] lazy)
+    private void WriteEagerly(LazyImages images, bool[] lazy)
     {
-        using var source = new RecordSource(image, _options.KeepImageCached);
+        using var source = new RecordSource(images, _options.KeepImageCached);
         for (int i = 0; i < lazy.Length; i++)
         {
-            if (lazy[i])
+            if (lazy[i] || images.Parts(i).Length == 0)
                 continue;
-            source.Load(image.RecordBatch(i));
-            _memory.WriteMem(new Transfer(image.Index[i].Address, source.Pages(i), image.Index[i].Length));
+            if (!source.Holds(i))
+                source.Load(i);
+            ulong address = images.At(i).Image.Index[images.At(i).Record].Address;
+            foreach (var p in images.Parts(i))
+                _memory.WriteMem(new Transfer(p.Start, source.Pages(i) + (nint)(p.Start - address), (int)(p.End - p.Start)));
         }
     }
 }

@@ -166,7 +166,7 @@ public sealed partial class CheckpointSession : IDisposable
                 _log.Debug($"skipping {vma.Describe()}: {reason}");
             else
                 _log.Info($"skipping {reason} VMA {vma.Start:x16}..{vma.End:x16} {vma.Path}");
-        }, previous is null ? null : Tracked(previous.Newest.Vmas));
+        }, previous is null ? null : WriteTracking.Covers(previous.Newest.Vmas));
         bool many = selected.Count >= ManyVmas;
         Before = RssStats.Read(Pid);
         ulong vss = selected.Aggregate(0UL, (sum, v) => sum + v.Length);

@@ -1,9 +1,7 @@
+using Memcr.Engine.Incremental;
 using Memcr.Engine.Lazy;
 using Memcr.Image;
 using Memcr.Linux;
-using Memcr.Linux.Arch;
-using Memcr.Linux.Kernel;
-using Memcr.Linux.Memory;
 using Memcr.Linux.Proc;
 using Memcr.Linux.Ptrace;
 
@@ -18,18 +16,20 @@ namespace Memcr.Engine;
 public sealed class LazySession : IDisposable
 {
     private readonly LazyRestore _lazy;
-    private readonly ImageReader _image;
-    private readonly string _imagePath;
+    private readonly LazyImages _images;
+    private readonly CheckpointOptions _options;
+    private readonly bool _tracking;
     private readonly Log _log;
     private bool _finished;
 
-    internal LazySession(int pid, int targetFd, string imagePath, ImageReader image, LazyRestore lazy, Log log)
+    internal LazySession(int pid, int targetFd, CheckpointOptions options, LazyImages images, LazyRestore lazy, bool tracking, Log log)
     {
         Pid = pid;
         TargetFd = targetFd;
-        _imagePath = imagePath;
-        _image = image;
+        _options = options;
+        _images = images;
         _lazy = lazy;
+        _tracking = tracking;
         _log = log;
     }
 
@@ -55,8 +55,8 @@ public sealed class LazySession : IDisposable
 
     /// <summary>
     /// Takes over the lazy restore of <paramref name="options"/>'s pid, whose memcr died: takes the
-    /// userfaultfd from the process (its fd <paramref name="targetFd"/>), works out from the image
-    /// and its ledger what is still owed, and serves it. The process is let run if the memcr that
+    /// userfaultfd from the process (its fd <paramref name="targetFd"/>), works out from the images
+    /// and the ledger what is still owed, and serves it. The process is let run if the memcr that
     /// died had not done so yet. Throws <see cref="CheckpointException"/> with nothing changed
     /// when it cannot.
     /// </summary>
@@ -68,10 +68,10 @@ public sealed class LazySession : IDisposable
             string link = ProcFds.Link(pid, targetFd);
             throw new CheckpointException($"cannot take over the lazy restore of pid {pid}: its fd {targetFd} is not a userfaultfd ({(link.Length == 0 ? "no such fd" : link)})");
         }
-        ImageReader image;
+        LazyImages images;
         try
         {
-            image = CheckpointSession.OpenImage(options.ImagePath, imageId, pid, options.Key);
+            images = new LazyImages(ImageChain.Open(options.ImagePath, imageId, pid, options.Key));
         }
         catch (Exception e) when (e is ImageFormatException or IOException or UnauthorizedAccessException)
         {
@@ -79,29 +79,28 @@ public sealed class LazySession : IDisposable
         }
         try
         {
-            var pending = LazyLedger.Replay(options.ImagePath, image);
+            var pending = LazyLedger.Replay(options.ImagePath, images);
             if (pending is null)
             {
                 log.Error($"no ledger {LazyLedger.PathFor(options.ImagePath)}: every page of the image not yet back is given back, also where pid {pid} discarded it meanwhile");
                 var registered = LazyRestore.Registered(pid);
-                pending = new PendingPages(Enumerable.Range(0, image.Index.Count)
-                    .Where(i => registered.Any(r => r.Start < image.Index[i].End && image.Index[i].Address < r.End))
-                    .Select(i => PendingExtent.Whole(image, i)));
+                pending = new PendingPages(Enumerable.Range(0, images.Count).SelectMany(images.Extents)
+                    .Where(e => registered.Any(r => r.Start < e.End && e.Start < r.End)));
             }
-            UserFaultFd fd;
-            using (var pidfd = ProcessCalls.PidfdOpen(pid))
-                fd = new UserFaultFd(ProcessCalls.TakeFd(pidfd, pid, targetFd), $"pid {pid}");
+            // The memcr that died tracked writes from the start (--incremental) if it registered in write-protect mode too.
+            bool writeProtect = LazyRestore.TracksWrites(pid);
+            var fd = TargetFds.TakeUserFaultFd(pid, targetFd);
             LetRun(pid, log);
-            var lazy = new LazyRestore(pid, image, fd, pending, LazyLedger.Reopen(options.ImagePath, log.Error), options, log);
+            var lazy = new LazyRestore(pid, images, fd, pending, LazyLedger.Reopen(options.ImagePath, log.Error), writeProtect, options, log);
             lazy.Start();
             // Faults the memcr that died had read but not answered: raised again, to this one.
             lazy.WakeAll();
             log.Info($"lazy restore taken over: {pending.Bytes >> 20} MiB at most still owed");
-            return new LazySession(pid, targetFd, options.ImagePath, image, lazy, log);
+            return new LazySession(pid, targetFd, options, images, lazy, writeProtect && options.Incremental, log);
         }
         catch (Exception e) when (e is ImageFormatException or IOException or SyscallException or ProcessGoneException)
         {
-            image.Dispose();
+            images.Dispose();
             throw new CheckpointException($"cannot take over the lazy restore of pid {pid}: {e.Message}", e);
         }
     }
@@ -120,14 +119,17 @@ public sealed class LazySession : IDisposable
     /// <summary>
     /// Ends the restore once <see cref="WaitFilled"/> has returned: takes the process's mappings off
     /// the userfaultfd, closes its copy of it (a remote close on the briefly seized process), stops
-    /// serving and removes the image and its ledger. If the serving failed (a damaged record) while
-    /// the process lives, the process is killed: pages it has not got would read as zeros.
+    /// serving and removes the images and the ledger; with --incremental, the process's writes are
+    /// tracked from here by a userfaultfd of their own and the images kept for its next checkpoint.
+    /// If the serving failed (a damaged record) while the process lives, the process is killed:
+    /// pages it has not got would read as zeros.
     /// </summary>
     public void Finish()
     {
         if (_finished)
             return;
         _finished = true;
+        bool kept = false;
         try
         {
             if (_lazy.Failure is { } why && _lazy.TargetAlive)
@@ -135,18 +137,72 @@ public sealed class LazySession : IDisposable
                 Signals.Kill(Pid);
                 _log.Error($"cannot restore pid {Pid}: {why.Message}; pid {Pid} was killed with SIGKILL because its memory cannot be given back");
             }
+            else if (_lazy.TargetAlive && _tracking)
+                kept = KeepTracking();
             else if (_lazy.TargetAlive)
             {
                 _lazy.Unregister();
-                CloseInTarget(Pid, TargetFd, _log);
+                TargetFds.Close(Pid, TargetFd, _log);
             }
         }
         finally
         {
             _lazy.Dispose();
-            _image.Dispose();
-            DeleteFiles(_imagePath, _log);
+            _images.Dispose();
+            LazyLedger.Delete(_options.ImagePath);
+            if (kept)
+                _log.Info($"images kept in {_options.DumpDir}: the next incremental checkpoint of pid {Pid} saves only what it wrote since it resumed");
+            else
+                RemoveImages();
         }
+    }
+
+    /// <summary>
+    /// With the process seized: reads which pages it wrote while they came back (the served ranges
+    /// were write-protected as they were copied in), takes its mappings off the restore's
+    /// userfaultfd and closes that (its events would otherwise hold up the process's munmap and fork
+    /// with no memcr to read them), and tracks its writes from here as after an eager restore,
+    /// those pages counting as written. False, with the process's mappings off the userfaultfd
+    /// all the same, when the tracking cannot go on.
+    /// </summary>
+    private bool KeepTracking()
+    {
+        Tracer tracer;
+        try
+        {
+            tracer = Tracer.Seize(Pid, _log.Debug);
+        }
+        catch (Exception e) when (e is ProcessGoneException or SyscallException)
+        {
+            _log.Error($"cannot seize pid {Pid} to go on tracking its writes: {e.Message}; its next checkpoint is a full one");
+            _lazy.Unregister();
+            return false;
+        }
+        using (tracer)
+        {
+            var spans = WriteTracking.Spans(_images.Newest.Vmas);
+            List<KeptRange>? written = null;
+            try
+            {
+                written = WriteTracking.Written(Pid, spans);
+            }
+            catch (Exception e) when (e is SyscallException or ProcessGoneException)
+            {
+                _log.Error($"cannot read which pages pid {Pid} wrote: {e.Message}; its next checkpoint is a full one");
+            }
+            _lazy.Unregister();
+            TargetFds.Close(tracer, TargetFd, _log);
+            return written is not null && tracer.IsAlive
+                && CheckpointSession.ArmTracking(tracer, _options.DumpDir, _images.Newest.Header.ImageId, -1, WriteTracking.Mapped(Pid, spans), written, _log);
+        }
+    }
+
+    /// <summary>Removes the images of the restore (a whole chain), its ledger and any tracking state.</summary>
+    private void RemoveImages()
+    {
+        DeleteFiles(_options.ImagePath, _log);
+        ImageChain.DeleteOlder(_options.DumpDir, Pid, _log.Error);
+        TrackState.Delete(_options.DumpDir, Pid, _log.Error);
     }
 
     internal static void DeleteFiles(string imagePath, Log log)
@@ -160,35 +216,6 @@ public sealed class LazySession : IDisposable
         {
             log.Error($"cannot remove {imagePath}: {e.Message}");
         }
-    }
-
-    /// <summary>Closes fd <paramref name="fd"/> of the running process: seize, one remote close(), detach.</summary>
-    internal static void CloseInTarget(int pid, int fd, Log log)
-    {
-        Tracer tracer;
-        try
-        {
-            tracer = Tracer.Seize(pid, log.Debug);
-        }
-        catch (ProcessGoneException)
-        {
-            return;
-        }
-        using (tracer)
-            CloseInTarget(tracer, fd, log);
-    }
-
-    /// <summary>One remote close() of <paramref name="fd"/> by a thread of the seized process.</summary>
-    internal static void CloseInTarget(Tracer tracer, int fd, Log log)
-    {
-        var arch = CpuArchitecture.Current;
-        ulong instruction;
-        using (var memory = new RemoteMemory(tracer.Pid))
-            instruction = CheckpointSession.SyscallInstruction(tracer.Pid, arch, memory);
-        using var remote = RemoteSyscall.Open(tracer, arch, instruction);
-        long r = remote.Call(arch.Syscalls.Close, (ulong)fd);
-        if (r < 0)
-            log.Error($"close of fd {fd} (its userfaultfd) in pid {tracer.Pid}: {SyscallException.Describe((int)-r)}");
     }
 
     public void Dispose() => Finish();

@@ -177,6 +177,10 @@ static const char *check_all(int d_discarded)
 		return "R";
 	if (fed > 0 && verify_words(r_area, after + 1, R_SIZE / 8, 12) >= 0)
 		return "R";
+	/* What the reader got is still there (a lazy restore must not lose what read() wrote). */
+	for (long i = 0; i < fed; i++)
+		if (r_area[R_AT + i] != (uint8_t)(i * 7 + 3))
+			return "R-fed";
 	if (verify_words(m_area, 0, M_SIZE / 8, 13) >= 0)
 		return "M";
 	if (d_discarded) {

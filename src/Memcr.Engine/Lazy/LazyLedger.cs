@@ -5,7 +5,7 @@ using Microsoft.Win32.SafeHandles;
 namespace Memcr.Engine.Lazy;
 
 /// <summary>
-/// What a lazy restore knows that its image does not: which records were owed when the process
+/// What a lazy restore knows that its images do not: which records were owed when the process
 /// resumed, and every range the process discarded or moved since. It is kept next to the image
 /// (<c>IMAGE.lazy</c>) and written as each event is read, so that a memcr taking over the restore
 /// of a memcr that died knows what is still owed: discarded pages must read as zeros, not as the
@@ -34,7 +34,7 @@ internal sealed class LazyLedger : IDisposable
 
     public static string PathFor(string imagePath) => imagePath + ".lazy";
 
-    /// <summary>Starts the ledger of a restore whose owed records are those marked in <paramref name="owed"/>.</summary>
+    /// <summary>Starts the ledger of a restore whose owed records are those marked in <paramref name="owed"/> (by their numbers in <see cref="LazyImages"/>: those of every image of a chain).</summary>
     public static LazyLedger Create(string imagePath, bool[] owed, Action<string> error)
     {
         string path = PathFor(imagePath);
@@ -112,7 +112,7 @@ internal sealed class LazyLedger : IDisposable
     /// there). Null when there is no ledger; throws <see cref="ImageFormatException"/> for a
     /// ledger that does not fit the image.
     /// </summary>
-    public static PendingPages? Replay(string imagePath, ImageReader image)
+    public static PendingPages? Replay(string imagePath, LazyImages images)
     {
         string path = PathFor(imagePath);
         byte[] data;
@@ -124,7 +124,7 @@ internal sealed class LazyLedger : IDisposable
         {
             return null;
         }
-        int count = image.Index.Count;
+        int count = images.Count;
         int headerLength = Magic.Length + 4 + (count + 7) / 8;
         if (data.Length < headerLength || !data.AsSpan(0, Magic.Length).SequenceEqual(Magic))
             throw new ImageFormatException(path, 0, "not a lazy restore ledger");
@@ -135,7 +135,7 @@ internal sealed class LazyLedger : IDisposable
         for (int i = 0; i < count; i++)
         {
             if ((bits[i / 8] & (1 << (i % 8))) != 0)
-                owed.Add(PendingExtent.Whole(image, i));
+                owed.AddRange(images.Extents(i));
         }
         var pending = new PendingPages(owed);
         // A write cut short by memcr's death leaves part of one event at the end: not an event.

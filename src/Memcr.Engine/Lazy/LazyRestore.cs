@@ -20,7 +20,8 @@ namespace Memcr.Engine.Lazy;
 /// after the event was taken into account, and copies run side by side (one thread copies about
 /// 500 MB/s here, page allocation being most of it). The fill is the restore's page pipeline
 /// (<see cref="RecordPipeline"/>): large O_DIRECT reads overlapped with checking, decoding and
-/// copying, in buffers granted by the memory budget. Pages the process discards are no
+/// copying, in buffers granted by the memory budget; a chain of incremental images is served
+/// from each image in turn, its share only (<see cref="LazyImages"/>). Pages the process discards are no
 /// longer owed, pages it moves are owed where they went, and a child it forks gets a userfaultfd
 /// of its own, served from a copy of what was owed at the fork.
 /// </summary>
@@ -40,7 +41,7 @@ public sealed class LazyRestore : IDisposable
     private readonly ReaderWriterLockSlim _gate = new();
     private readonly object _sync = new();
     private readonly List<Space> _spaces = [];
-    private readonly ImageReader _image;
+    private readonly LazyImages _images;
     private readonly int _pid;
     private readonly int _pageSize;
     private readonly Log _log;
@@ -65,16 +66,24 @@ public sealed class LazyRestore : IDisposable
     private readonly int _parallelism;
     private readonly MemoryBudget _budget;
     private readonly bool _keepCache;
+    private readonly bool _writeProtect;
 
-    internal LazyRestore(int pid, ImageReader image, UserFaultFd fd, PendingPages pending, LazyLedger? ledger, CheckpointOptions options, Log log)
+    /// <summary>
+    /// Serves <paramref name="pending"/> from <paramref name="images"/> through <paramref name="fd"/>;
+    /// with <paramref name="writeProtect"/> (ranges registered in write-protect mode too, to track
+    /// writes) the pages are copied in write-protected, so that only what the process writes
+    /// afterwards counts as written.
+    /// </summary>
+    internal LazyRestore(int pid, LazyImages images, UserFaultFd fd, PendingPages pending, LazyLedger? ledger, bool writeProtect, CheckpointOptions options, Log log)
     {
         _pid = pid;
         _parallelism = options.Parallelism;
         _budget = options.Budget ?? new MemoryBudget();
         _keepCache = options.KeepImageCached;
         _ledger = ledger;
-        _image = image;
-        _pageSize = image.Header.PageSize;
+        _images = images;
+        _writeProtect = writeProtect;
+        _pageSize = images.PageSize;
         _log = log;
         _totalBytes = pending.Bytes;
         _spaces.Add(new Space(fd, pending));
@@ -171,7 +180,7 @@ public sealed class LazyRestore : IDisposable
     {
         var messages = new UserFaultMessage[64];
         var waiting = new List<(Space Space, ulong Page)>();
-        using var source = new RecordSource(_image, _keepCache);
+        using var source = new RecordSource(_images, _keepCache);
         int load = -1;
         // A thread waits on each read made here: it goes ahead of the fill's stream of large reads,
         // which the I/O scheduler (mq-deadline) would otherwise serve first for up to half a second.
@@ -225,7 +234,7 @@ public sealed class LazyRestore : IDisposable
                 // Read outside the gate: the fill goes on copying meanwhile, and the faults are
                 // answered on the next turn from what is owed then.
                 if (load >= 0)
-                    source.Load(_image.RecordBatch(load));
+                    source.Load(load);
             }
         }
         catch (Exception e)
@@ -307,7 +316,7 @@ public sealed class LazyRestore : IDisposable
                 // but for their flags, or split by mprotect since) is copied a page at a time
                 // from the first boundary on.
                 ulong length = pageByPage ? (ulong)_pageSize : e.Length - done;
-                long r = space.Fd.Copy(e.Start + done, pages + e.Offset + (nint)done, length);
+                long r = space.Fd.Copy(e.Start + done, pages + e.Offset + (nint)done, length, _writeProtect);
                 if (r > 0)
                 {
                     done += (ulong)r;
@@ -349,7 +358,12 @@ public sealed class LazyRestore : IDisposable
         {
             // The faults first: if every page came back (or the process went) meanwhile, the fill finds nothing owed.
             _filled.Wait(FillHeadStartMs);
-            new RecordPipeline(_image, _parallelism, _budget, _keepCache, _log).Run(CopyBatch, Owed);
+            for (int k = 0; k < _images.Images.Count && !_over && !_filled.IsSet; k++)
+            {
+                int image = k;
+                new RecordPipeline(_images.Images[k], _parallelism, _budget, _keepCache, _log)
+                    .Run((batch, _) => CopyBatch(image, batch), batch => Owed(image, batch));
+            }
             // Said here rather than by the fault thread, which may be waiting up to 50 ms for a fault
             // (the copies have woken every thread that waited on one of these pages).
             lock (_sync)
@@ -364,17 +378,20 @@ public sealed class LazyRestore : IDisposable
         }
     }
 
-    private bool Owed(PageBatch batch)
+    /// <summary>Whether anything of a batch of image <paramref name="image"/> (an index into <see cref="LazyImages.Images"/>) is still owed.</summary>
+    private bool Owed(int image, PageBatch batch)
     {
+        int first = _images.Number(image, batch.First);
         lock (_sync)
-            return _spaces.Any(s => !s.Gone && Enumerable.Range(batch.First, batch.Count).Any(r => s.Pending.OfRecord(r).Count > 0));
+            return _spaces.Any(s => !s.Gone && Enumerable.Range(first, batch.Count).Any(r => s.Pending.OfRecord(r).Count > 0));
     }
 
-    /// <summary>Copies a batch's records to every space that still owes them; false once the serving is over.</summary>
-    private bool CopyBatch(DecodedBatch batch, RecordPipeline.Worker worker)
+    /// <summary>Copies the records of a batch of image <paramref name="image"/> to every space that still owes them; false once the serving is over.</summary>
+    private bool CopyBatch(int image, DecodedBatch batch)
     {
-        for (int r = batch.Batch.First; r < batch.Batch.First + batch.Batch.Count; r++)
+        for (int i = batch.Batch.First; i < batch.Batch.First + batch.Batch.Count; i++)
         {
+            int r = _images.Number(image, i);
             while (true)
             {
                 if (_over || _filled.IsSet)
@@ -387,7 +404,7 @@ public sealed class LazyRestore : IDisposable
                     lock (_sync)
                         spaces = [.. _spaces.Where(s => !s.Gone)];
                     foreach (var space in spaces)
-                        done &= CopyRecord(space, r, batch.Pages(r), out _);
+                        done &= CopyRecord(space, r, batch.Pages(i), out _);
                 }
                 finally
                 {
@@ -408,7 +425,7 @@ public sealed class LazyRestore : IDisposable
     public void Unregister()
     {
         var fd = _spaces[0].Fd;
-        foreach (var (start, end) in Registered(_pid))
+        foreach (var (start, end) in Registered(_pid, writeProtectToo: true))
         {
             int errno = fd.Unregister(start, end);
             if (errno != 0 && errno != Errno.ESRCH)
@@ -426,16 +443,28 @@ public sealed class LazyRestore : IDisposable
             _spaces[0].Fd.Wake(start, end);
     }
 
-    /// <summary>The ranges of <paramref name="pid"/> registered with a userfaultfd (smaps VmFlags "um"), adjacent ones merged.</summary>
-    public static List<(ulong Start, ulong End)> Registered(int pid)
+    /// <summary>
+    /// The ranges of <paramref name="pid"/> registered with a userfaultfd in missing mode (smaps
+    /// VmFlags "um"), with <paramref name="writeProtectToo"/> also those in write-protect mode only
+    /// ("uw"), adjacent ones merged.
+    /// </summary>
+    public static List<(ulong Start, ulong End)> Registered(int pid, bool writeProtectToo = false)
     {
         var registered = new List<(ulong Start, ulong End)>();
         ProcFs.ReadSmaps(pid, vma =>
         {
-            if (vma.HasFlag("um"))
+            if (vma.HasFlag("um") || (writeProtectToo && vma.HasFlag("uw")))
                 registered.Add((vma.Start, vma.End));
         });
         return VmaSelector.AdjacentSpans(registered).ToList();
+    }
+
+    /// <summary>Whether ranges of <paramref name="pid"/> are registered in missing and write-protect modes at once: a lazy restore that tracks writes (--incremental).</summary>
+    public static bool TracksWrites(int pid)
+    {
+        bool both = false;
+        ProcFs.ReadSmaps(pid, vma => both |= vma.HasFlag("um") && vma.HasFlag("uw"));
+        return both;
     }
 
     /// <summary>Stops serving (once the process's copy of the userfaultfd is closed, or it has gone) and closes this side's descriptors.</summary>

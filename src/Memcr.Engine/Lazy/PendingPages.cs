@@ -1,18 +1,13 @@
-using Memcr.Image;
-
 namespace Memcr.Engine.Lazy;
 
 /// <summary>
 /// Pages of a lazily restored process that are still to come back: [Start, End) of the process
-/// holds the bytes of image record <see cref="Record"/> from <see cref="Offset"/> on.
+/// holds the bytes of record <see cref="Record"/> (its number in <see cref="LazyImages"/>) from
+/// <see cref="Offset"/> on.
 /// </summary>
 internal readonly record struct PendingExtent(ulong Start, ulong End, int Record, int Offset)
 {
     public ulong Length => End - Start;
-
-    /// <summary>All of image record <paramref name="record"/>, owed where it was saved.</summary>
-    public static PendingExtent Whole(ImageReader image, int record) =>
-        new(image.Index[record].Address, image.Index[record].End, record, 0);
 }
 
 /// <summary>

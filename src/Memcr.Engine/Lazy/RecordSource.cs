@@ -6,60 +6,73 @@ namespace Memcr.Engine.Lazy;
 
 /// <summary>
 /// Reads image records one batch at a time and gives their pages, checked and decoded: for the
-/// records a lazy restore's faults need at once. Each record is checked (header, index entry,
+/// records a lazy restore's faults need at once, by their numbers in <see cref="LazyImages"/>. Each record is checked (header, index entry,
 /// payload checksum; then GCM tag and content checksum as it is decoded) before any of its pages
 /// is handed out. It reads with O_DIRECT (unless the image is to stay cached) through a handle of
-/// its own: it serves faults, so its reads also go ahead of the fill's (see LazyRestore).
+/// its own for each image: it serves faults, so its reads also go ahead of the fill's (see LazyRestore).
 /// </summary>
 internal sealed class RecordSource : IDisposable
 {
-    private readonly ImageReader _image;
-    private readonly SafeFileHandle _handle;
-    private readonly int _align;
+    private readonly LazyImages _images;
+    private readonly bool _keepCache;
+    private readonly Dictionary<ImageReader, (SafeFileHandle Handle, int Align)> _handles = [];
     private AlignedBuffer? _file;
     private AlignedBuffer? _pages;
     private RecordDecoder? _decoder;
     private readonly Dictionary<int, nint> _where = [];
 
-    public RecordSource(ImageReader image, bool keepCache)
+    public RecordSource(LazyImages images, bool keepCache)
     {
-        _image = image;
-        _handle = image.Reopen(direct: !keepCache, out bool direct);
-        _align = direct ? image.Header.PageSize : 1;
+        _images = images;
+        _keepCache = keepCache;
     }
 
-    /// <summary>Reads <paramref name="batch"/> and decodes its records; <see cref="Pages"/> then points at each one's pages.</summary>
-    public void Load(in PageBatch batch)
+    /// <summary>Reads the batch that holds record <paramref name="number"/> and decodes its records; <see cref="Pages"/> then points at each one's pages.</summary>
+    public void Load(int number)
     {
-        int page = _image.Header.PageSize;
+        var (image, record) = _images.At(number);
+        if (!_handles.TryGetValue(image, out var h))
+        {
+            var handle = image.Reopen(direct: !_keepCache, out bool direct);
+            _handles[image] = h = (handle, direct ? image.Header.PageSize : 1);
+        }
+        var batch = image.RecordBatch(record);
+        int page = image.Header.PageSize;
         _file = Fit(_file, batch.Length + 2 * page, page);
-        int at = _image.ReadBatchThrough(_handle, _align, batch, _file.GetSpan());
-        var headers = _image.CheckBatch(batch, _file.GetSpan().Slice(at, batch.Length));
+        int at = image.ReadBatchThrough(h.Handle, h.Align, batch, _file.GetSpan());
+        var headers = image.CheckBatch(batch, _file.GetSpan().Slice(at, batch.Length));
         int pageBytes = 0;
         for (int i = batch.First; i < batch.First + batch.Count; i++)
-            pageBytes += _image.Index[i].Length;
+            pageBytes += image.Index[i].Length;
         _where.Clear();
         int used = 0;
+        int first = number - record;
         for (int i = batch.First; i < batch.First + batch.Count; i++)
         {
-            int length = _image.Index[i].Length;
+            int length = image.Index[i].Length;
             if (headers[i - batch.First].IsPlain)
             {
-                _where[i] = _file.Pointer + at + _image.PayloadOffset(batch, i);
+                _where[first + i] = _file.Pointer + at + image.PayloadOffset(batch, i);
                 continue;
             }
             _pages = Fit(_pages, pageBytes, page);
-            _decoder ??= _image.CreateDecoder();
-            _image.Decode(batch, _file.GetSpan().Slice(at, batch.Length), headers, i, _decoder, _pages.GetSpan().Slice(used, length));
-            _where[i] = _pages.Pointer + used;
+            if (_decoderOf != image)
+            {
+                _decoder?.Dispose();
+                (_decoder, _decoderOf) = (image.CreateDecoder(), image);
+            }
+            image.Decode(batch, _file.GetSpan().Slice(at, batch.Length), headers, i, _decoder!, _pages.GetSpan().Slice(used, length));
+            _where[first + i] = _pages.Pointer + used;
             used += length;
         }
     }
 
-    /// <summary>Where the pages of record <paramref name="record"/> of the last batch loaded are.</summary>
-    public nint Pages(int record) => _where[record];
+    private ImageReader? _decoderOf;
 
-    public bool Holds(int record) => _where.ContainsKey(record);
+    /// <summary>Where the pages of record <paramref name="number"/> of the last batch loaded are.</summary>
+    public nint Pages(int number) => _where[number];
+
+    public bool Holds(int number) => _where.ContainsKey(number);
 
     private static AlignedBuffer Fit(AlignedBuffer? buffer, int bytes, int page)
     {
@@ -71,7 +84,8 @@ internal sealed class RecordSource : IDisposable
 
     public void Dispose()
     {
-        _handle.Dispose();
+        foreach (var (handle, _) in _handles.Values)
+            handle.Dispose();
         (_file as IDisposable)?.Dispose();
         (_pages as IDisposable)?.Dispose();
         _decoder?.Dispose();

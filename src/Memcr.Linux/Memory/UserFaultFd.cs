@@ -61,6 +61,7 @@ public sealed class UserFaultFd(SafeFileHandle handle, string owner) : IDisposab
     private const ulong RegisterModeMissing = 1;
     private const ulong RegisterModeWriteProtect = 2;
     private const ulong WriteProtectModeWp = 1;
+    private const long CopyModeWp = 2;
 
     public SafeFileHandle Handle { get; } = handle;
 
@@ -95,6 +96,14 @@ public sealed class UserFaultFd(SafeFileHandle handle, string owner) : IDisposab
             throw Errno.Error("ioctl(UFFDIO_REGISTER)", $"{Owner} [{start:x}-{end:x}]");
     }
 
+    /// <summary>UFFDIO_REGISTER in missing and write-protect modes: <see cref="RegisterMissing"/>, with writes tracked as <see cref="RegisterWriteProtect"/> does.</summary>
+    public unsafe void RegisterMissingWriteProtect(ulong start, ulong end)
+    {
+        ulong* reg = stackalloc ulong[4] { start, end - start, RegisterModeMissing | RegisterModeWriteProtect, 0 };
+        if (Interop.Libc.ioctl(Fd, IocRegister, reg) < 0)
+            throw Errno.Error("ioctl(UFFDIO_REGISTER, missing and write-protect)", $"{Owner} [{start:x}-{end:x}]");
+    }
+
     /// <summary>UFFDIO_REGISTER in write-protect mode: writes to [start, end) can be tracked (<see cref="WriteProtect"/>).</summary>
     public unsafe void RegisterWriteProtect(ulong start, ulong end)
     {
@@ -127,13 +136,14 @@ public sealed class UserFaultFd(SafeFileHandle handle, string owner) : IDisposab
 
     /// <summary>
     /// UFFDIO_COPY of <paramref name="length"/> bytes from this process to <paramref name="dst"/>,
-    /// waking who waits there. Returns the bytes copied, or -errno when none was (EEXIST: the first
-    /// page is there already; EAGAIN: the mappings are changing, read the events first; ENOENT or
-    /// ESRCH: the range or the process is gone).
+    /// waking who waits there; with <paramref name="writeProtect"/> the pages come in
+    /// write-protected (a range registered in write-protect mode too). Returns the bytes copied,
+    /// or -errno when none was (EEXIST: the first page is there already; EAGAIN: the mappings are
+    /// changing, read the events first; ENOENT or ESRCH: the range or the process is gone).
     /// </summary>
-    public unsafe long Copy(ulong dst, nint src, ulong length)
+    public unsafe long Copy(ulong dst, nint src, ulong length, bool writeProtect = false)
     {
-        long* copy = stackalloc long[5] { (long)dst, src, (long)length, 0, 0 };
+        long* copy = stackalloc long[5] { (long)dst, src, (long)length, writeProtect ? CopyModeWp : 0, 0 };
         int r = Interop.Libc.ioctl(Fd, IocCopy, copy);
         if (copy[4] > 0)
             return copy[4];

@@ -132,6 +132,12 @@ public sealed partial class FifoTarget : IDisposable
     public Dictionary<string, string> Ask(string command)
     {
         Send(command);
+        return Answer(command);
+    }
+
+    /// <summary>The key=value pairs of the REPORT line that answers <paramref name="command"/>, sent before (<see cref="Send"/>).</summary>
+    public Dictionary<string, string> Answer(string command)
+    {
         string line = ReadLine(_reportReader, $"pid {Pid} to answer {command}");
         Assert.StartsWith("REPORT ", line);
         return line[7..].Split(' ', StringSplitOptions.RemoveEmptyEntries)

@@ -73,17 +73,20 @@ public sealed class MemcrProcess : IDisposable
     public void WaitFor(string text)
     {
         var sw = Stopwatch.StartNew();
-        lock (_sync)
+        while (true)
         {
-            while (!_lines.Any(l => l.Contains(text, StringComparison.Ordinal)))
+            bool exited = _process.HasExited;
+            if (exited)
             {
-                if (_process.HasExited)
-                {
-                    _process.WaitForExit();
-                    if (!_lines.Any(l => l.Contains(text, StringComparison.Ordinal)))
-                        throw new InvalidOperationException($"memcr exited ({_process.ExitCode}) without printing '{text}':\n{string.Join('\n', _lines)}");
+                // Outside the lock: waiting for the exit waits for the output handlers, which take it.
+                _process.WaitForExit();
+            }
+            lock (_sync)
+            {
+                if (_lines.Any(l => l.Contains(text, StringComparison.Ordinal)))
                     return;
-                }
+                if (exited)
+                    throw new InvalidOperationException($"memcr exited ({_process.ExitCode}) without printing '{text}':\n{string.Join('\n', _lines)}");
                 var left = Patience - sw.Elapsed;
                 if (left <= TimeSpan.Zero)
                     throw new TimeoutException($"memcr did not print '{text}':\n{string.Join('\n', _lines)}");
