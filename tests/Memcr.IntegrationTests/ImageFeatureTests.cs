@@ -55,7 +55,7 @@ public sealed class ImageFeatureTests
 
     private static (int Code, string Output) Run(params string[] args) => MemcrProcess.Run(args);
 
-    private static string KeyFile(string dir, string hex)
+    internal static string KeyFile(string dir, string hex)
     {
         string path = Path.Combine(dir, "key");
         File.WriteAllText(path, hex + "\n");

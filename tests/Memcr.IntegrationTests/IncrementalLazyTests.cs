@@ -107,4 +107,32 @@ public sealed class IncrementalLazyTests
         Assert.Equal("65536", report["fed"]);
         Assert.Equal(0, daemon.Stop());
     }
+
+    [Fact]
+    public void LazyIncremental_WithFileMappingsProcMemCompressionAndAKeyFile_SavesOnlyWhatWasWritten()
+    {
+        using var target = FifoTarget.StartLazytest(mb: 64);
+        string dir = Repo.NewScratchDir("incrlazyall");
+        string keys = Repo.NewScratchDir("incrlazykey");
+        string key = ImageFeatureTests.KeyFile(keys, new string('5', 64));
+        // -f: the written pages of its file mappings are written before it resumes, and their
+        // writes tracked too (write-protect mode only, which async write-protect allows there).
+        string[] options = ["--lazy", "-f", "-m", "-z", "-c", "--key-file", key, "--verbose"];
+        var (first, full) = Cycle(target, dir, options);
+        for (int i = 1; i <= 2; i++)
+        {
+            AssertOk(target.Ask("WRITE 160"), first);
+            var (output, increment) = Cycle(target, dir, options);
+            Assert.Contains($"incremental over {i} kept image", output);
+            Assert.Contains($"image check ({i + 1} images)", output);
+            Assert.True(increment * 100 < full * 5, $"image {increment} kB after 1% written, the first {full} kB\n{output}");
+        }
+        var (code, forgot) = MemcrProcess.Run("-p", P(target.Pid), "-d", dir, "--forget");
+        Assert.True(code == 0, forgot);
+        Assert.Empty(Directory.GetFiles(dir));
+        Assert.DoesNotContain(" uw", LazyRestoreTests.VmFlags(target));
+        AssertOk(target.Ask("CHECK"), forgot);
+        Directory.Delete(dir);
+        Directory.Delete(keys, recursive: true);
+    }
 }

@@ -127,7 +127,7 @@ public sealed class MemcrProcess : IDisposable
         Assert.True(target.WaitUntilDead(TimeSpan.FromSeconds(10)), "the target must not run on dropped memory");
     }
 
-    public void Signal(int signal) => Assert.Equal(0, Syscalls.Kill(_process.Id, signal));
+    public void Signal(int signal) => Assert.True(Syscalls.Kill(_process.Id, signal) == 0, $"memcr has exited already:\n{Output}");
 
     public void Dispose()
     {
