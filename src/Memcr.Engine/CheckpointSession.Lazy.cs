@@ -235,7 +235,8 @@ public sealed partial class CheckpointSession
                 continue;
             if (!source.Holds(i))
                 source.Load(i);
-            ulong address = images.At(i).Image.Index[images.At(i).Record].Address;
+            var (image, record) = images.At(i);
+            ulong address = image.Index[record].Address;
             foreach (var p in images.Parts(i))
                 _memory.WriteMem(new Transfer(p.Start, source.Pages(i) + (nint)(p.Start - address), (int)(p.End - p.Start)));
         }

@@ -19,6 +19,8 @@ internal sealed class RecordSource : IDisposable
     private AlignedBuffer? _file;
     private AlignedBuffer? _pages;
     private RecordDecoder? _decoder;
+    /// <summary>The image <see cref="_decoder"/> decodes (its codec and key).</summary>
+    private ImageReader? _decoderOf;
     private readonly Dictionary<int, nint> _where = [];
 
     public RecordSource(LazyImages images, bool keepCache)
@@ -66,8 +68,6 @@ internal sealed class RecordSource : IDisposable
             used += length;
         }
     }
-
-    private ImageReader? _decoderOf;
 
     /// <summary>Where the pages of record <paramref name="number"/> of the last batch loaded are.</summary>
     public nint Pages(int number) => _where[number];
