@@ -212,7 +212,7 @@ public sealed partial class CheckpointSession
     private void ForgetChain() => RemoveKept(_options.DumpDir, Pid, _log, newest: _demoted is null && !_imageExists);
 
     /// <summary>Removes the older images of <paramref name="pid"/>'s chain, with <paramref name="newest"/> the newest too, and its tracking state.</summary>
-    private static void RemoveKept(string dumpDir, int pid, Log log, bool newest)
+    internal static void RemoveKept(string dumpDir, int pid, Log log, bool newest)
     {
         ImageChain.DeleteOlder(dumpDir, pid, log.Error);
         if (newest)

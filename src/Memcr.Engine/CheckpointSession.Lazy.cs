@@ -107,7 +107,8 @@ public sealed partial class CheckpointSession
             }
             if (tracking)
             {
-                foreach (var (start, end) in Subtract(WriteTracking.Spans(images.Newest.Vmas), served))
+                var registered = served.Select(r => new KeptRange(r.Start, r.End)).ToList();
+                foreach (var (start, end) in WriteTracking.Spans(images.Newest.Vmas).SelectMany(s => PageRanges.Outside(registered, s.Start, s.End)))
                 {
                     fd.RegisterWriteProtect(start, end);
                     fd.WriteProtect(start, end);
@@ -153,26 +154,6 @@ public sealed partial class CheckpointSession
         }
         if (previous is not null && ProcFds.IsUserFaultFd(Pid, previous.Fd))
             TargetFds.Close(_tracer, previous.Fd, _log);
-    }
-
-    /// <summary>The parts of <paramref name="ranges"/> outside <paramref name="taken"/> (both in address order, each disjoint).</summary>
-    private static IEnumerable<(ulong Start, ulong End)> Subtract(List<(ulong Start, ulong End)> ranges, List<(ulong Start, ulong End)> taken)
-    {
-        int j = 0;
-        foreach (var (start, end) in ranges)
-        {
-            ulong at = start;
-            while (j < taken.Count && taken[j].End <= at)
-                j++;
-            for (int k = j; k < taken.Count && taken[k].Start < end; k++)
-            {
-                if (taken[k].Start > at)
-                    yield return (at, taken[k].Start);
-                at = Math.Max(at, taken[k].End);
-            }
-            if (at < end)
-                yield return (at, end);
-        }
     }
 
     /// <summary>A syscall instruction in the target's code or vDSO, for remote calls.</summary>

@@ -153,7 +153,7 @@ public sealed class LazySession : IDisposable
             if (kept)
                 _log.Info($"images kept in {_options.DumpDir}: the next incremental checkpoint of pid {Pid} saves only what it wrote since it resumed");
             else
-                RemoveImages();
+                CheckpointSession.RemoveKept(_options.DumpDir, Pid, _log, newest: true);
         }
     }
 
@@ -195,14 +195,6 @@ public sealed class LazySession : IDisposable
             return written is not null && tracer.IsAlive
                 && CheckpointSession.ArmTracking(tracer, _options.DumpDir, _images.Newest.Header.ImageId, -1, WriteTracking.Mapped(Pid, spans), written, _log);
         }
-    }
-
-    /// <summary>Removes the images of the restore (a whole chain), its ledger and any tracking state.</summary>
-    private void RemoveImages()
-    {
-        DeleteFiles(_options.ImagePath, _log);
-        ImageChain.DeleteOlder(_options.DumpDir, Pid, _log.Error);
-        TrackState.Delete(_options.DumpDir, Pid, _log.Error);
     }
 
     internal static void DeleteFiles(string imagePath, Log log)

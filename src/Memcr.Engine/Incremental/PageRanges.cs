@@ -59,6 +59,23 @@ internal static class PageRanges
         return held;
     }
 
+    /// <summary>The parts of [start, end) outside <paramref name="ranges"/> (none when null), in order.</summary>
+    public static IEnumerable<(ulong Start, ulong End)> Outside(IReadOnlyList<KeptRange>? ranges, ulong start, ulong end)
+    {
+        ulong at = start;
+        if (ranges is not null)
+        {
+            foreach (var r in Within(ranges, start, end))
+            {
+                if (r.Start > at)
+                    yield return (at, r.Start);
+                at = r.End;
+            }
+        }
+        if (at < end)
+            yield return (at, end);
+    }
+
     /// <summary>The parts of [start, end) that <paramref name="ranges"/> hold, in order.</summary>
     public static IEnumerable<KeptRange> Within(IReadOnlyList<KeptRange> ranges, ulong start, ulong end)
     {

@@ -52,7 +52,7 @@ internal static class WriteTracking
                 foreach (var (start, end) in ranges)
                 {
                     fd.RegisterWriteProtect(start, end);
-                    foreach (var (from, to) in Outside(written, start, end))
+                    foreach (var (from, to) in PageRanges.Outside(written, start, end))
                         fd.WriteProtect(from, to);
                 }
             }
@@ -65,23 +65,6 @@ internal static class WriteTracking
                 TargetFds.Close(tracer, targetFd, log);
             throw;
         }
-    }
-
-    /// <summary>The parts of [start, end) outside <paramref name="ranges"/> (sorted, disjoint), in order.</summary>
-    private static IEnumerable<(ulong Start, ulong End)> Outside(IReadOnlyList<KeptRange>? ranges, ulong start, ulong end)
-    {
-        ulong at = start;
-        if (ranges is not null)
-        {
-            foreach (var r in PageRanges.Within(ranges, start, end))
-            {
-                if (r.Start > at)
-                    yield return (at, r.Start);
-                at = r.End;
-            }
-        }
-        if (at < end)
-            yield return (at, end);
     }
 
     /// <summary>The VMAs of an image's table, adjacent ones merged: the ranges tracked after its restore.</summary>
