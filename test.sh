@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Builds the NativeAOT binaries and runs every test (unit and integration). Run as root: the
-# integration tests ptrace real processes and mount small tmpfs file systems.
+# Builds the NativeAOT binaries (also for arm64) and runs every test (unit and integration, and the
+# arm64 scenarios in a qemu VM). Run as root: the integration tests ptrace real processes and mount
+# small tmpfs file systems. .ci/run installs what a fresh Debian machine lacks for it.
 set -euo pipefail
 cd "$(dirname "$0")"
-./build.sh >/dev/null
+./build.sh --arch arm64 >/dev/null
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0

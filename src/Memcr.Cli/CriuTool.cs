@@ -93,6 +93,9 @@ internal static class CriuTool
                 return Refuse(name, verb, $"invalid verbosity '{v.Value}': give 0..4");
         }
         level = Math.Clamp(level, 0, 4);
+        var arch = Memcr.Linux.Arch.CpuArchitecture.Current;
+        if (!arch.HasCriuMode)
+            return Refuse(name, verb, $"CRIU mode runs on x86_64 only: the thread state it saves and restores (FPU, TLS) is not done for {arch.Name} yet; memcr mode (memcr -p PID) runs here");
         string? dir = Value("images-dir");
         if (verb != "check" && dir is null)
             return Refuse(name, verb, "an images directory is required: -D DIR");

@@ -110,4 +110,24 @@ public sealed class CheckpointRestoreTests
             target.AssertIntact();
         }
     }
+
+    [Fact]
+    public void ASleepCheckpointedPastItsDeadline_EndsOnRestore_InsteadOfStartingOver()
+    {
+        // The main thread sleeps 4 s in a relative clock_nanosleep; frozen from about 0 to 5 s, it
+        // must wake right after the restore (restart_syscall keeps the deadline), not at 9 s.
+        string exe = Gcc.Build("sleeper");
+        using var target = FifoTarget.Start("sleeper", dir => [exe, dir, "4"]);
+        var started = System.Diagnostics.Stopwatch.StartNew();
+        using var memcr = MemcrProcess.Start("-p", target.Pid.ToString(), "-d", "/var/tmp");
+        memcr.WaitForPrompt();
+        if (TimeSpan.FromSeconds(5) - started.Elapsed is { Ticks: > 0 } rest)
+            Thread.Sleep(rest);
+        memcr.PressEnter();
+        Assert.True(memcr.WaitForExit() == 0, memcr.Output);
+        var report = target.Answer("the sleep");
+        Assert.Equal("0", report["result"]);
+        int slept = int.Parse(report["slept"]);
+        Assert.True(slept is >= 4000 and < 8000, $"slept {slept} ms: a 4 s sleep frozen until 5 s was started over");
+    }
 }

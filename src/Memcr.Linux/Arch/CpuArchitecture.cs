@@ -1,4 +1,5 @@
 using System.Runtime.InteropServices;
+using Memcr.Linux.Arch.Arm64;
 using Memcr.Linux.Arch.X64;
 
 namespace Memcr.Linux.Arch;
@@ -29,9 +30,28 @@ public abstract class CpuArchitecture
 
     public abstract ulong ProgramCounter(ReadOnlySpan<byte> regs);
 
+    /// <summary>
+    /// Whether the kernel may still change the syscall number of a thread that a stop interrupted
+    /// in a syscall once it leaves the stop (arm64: to restart_syscall after get_signal); if so,
+    /// <see cref="Ptrace.RemoteSyscall"/> lets the thread enter its syscall, skipped, to read it.
+    /// </summary>
+    public virtual bool SyscallNumberAfterStop => false;
+
+    /// <summary>The syscall number a register set would enter the kernel with.</summary>
+    public virtual long SyscallNumber(ReadOnlySpan<byte> regs) => throw new NotSupportedException($"{Name}: the syscall number is not read from the registers");
+
+    public virtual void SetSyscallNumber(Span<byte> regs, long nr) => throw new NotSupportedException($"{Name}: the syscall number is not set in the registers");
+
+    /// <summary>In a syscall-entry stop: makes the thread skip the syscall it entered.</summary>
+    public virtual void SkipSyscall(Ptrace.Tracer tracer, int tid) => throw new NotSupportedException($"{Name}: a syscall is not skipped");
+
+    /// <summary>Whether CRIU mode (memcr dump / restore -d) runs on this architecture: its thread state (FPU, TLS) is x86_64's.</summary>
+    public virtual bool HasCriuMode => false;
+
     public static CpuArchitecture Current { get; } = RuntimeInformation.ProcessArchitecture switch
     {
         System.Runtime.InteropServices.Architecture.X64 => new X64Architecture(),
+        System.Runtime.InteropServices.Architecture.Arm64 => new Arm64Architecture(),
         var other => new UnsupportedArchitecture(other.ToString()),
     };
 
@@ -45,7 +65,7 @@ public abstract class CpuArchitecture
         public override void PrepareSyscall(Span<byte> regs, ulong pc, long nr, ReadOnlySpan<ulong> args) => throw NotSupported();
         public override long SyscallResult(ReadOnlySpan<byte> regs) => throw NotSupported();
         public override ulong ProgramCounter(ReadOnlySpan<byte> regs) => throw NotSupported();
-        private PlatformNotSupportedException NotSupported() => new($"memcr does not support the {Name} architecture yet (x86_64 only)");
+        private PlatformNotSupportedException NotSupported() => new($"memcr does not support the {Name} architecture yet (x86_64 and aarch64 only)");
     }
 }
 
@@ -110,4 +130,6 @@ public sealed record SyscallNumbers
     public required long CloseRange { get; init; }
     public required long PidfdGetfd { get; init; }
     public required long IoprioSet { get; init; }
+    public required long Kcmp { get; init; }
+    public required long GetRobustList { get; init; }
 }

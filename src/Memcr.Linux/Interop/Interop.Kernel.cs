@@ -6,9 +6,6 @@ internal static partial class Interop
 {
     internal static partial class Libc
     {
-        internal const long SYS_kcmp = 312;
-        internal const long SYS_get_robust_list = 274;
-
         // glibc's syscall() is variadic; integer arguments travel in the same registers as fixed ones.
         [LibraryImport("libc", EntryPoint = "syscall", SetLastError = true)]
         internal static partial long syscall(long nr, long a1, long a2, long a3, long a4, long a5);

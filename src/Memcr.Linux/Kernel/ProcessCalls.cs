@@ -21,7 +21,7 @@ public static class ProcessCalls
     /// <summary>Whether two processes share a resource (kcmp(2): needs ptrace access to both).</summary>
     public static bool Same(KcmpType type, int pid1, int pid2, long a = 0, long b = 0)
     {
-        long r = Interop.Libc.syscall(Interop.Libc.SYS_kcmp, pid1, pid2, (long)type, a, b);
+        long r = Interop.Libc.syscall(Arch.CpuArchitecture.Current.Syscalls.Kcmp, pid1, pid2, (long)type, a, b);
         if (r < 0)
             throw Errno.Error("kcmp", $"pids {pid1} and {pid2}");
         return r == 0;
@@ -71,7 +71,7 @@ public static class ProcessCalls
     {
         ulong head;
         ulong length;
-        if (Interop.Libc.syscall(Interop.Libc.SYS_get_robust_list, tid, (long)&head, (long)&length, 0, 0) < 0)
+        if (Interop.Libc.syscall(Arch.CpuArchitecture.Current.Syscalls.GetRobustList, tid, (long)&head, (long)&length, 0, 0) < 0)
             throw Errno.Error("get_robust_list", $"tid {tid}");
         return (head, length);
     }

@@ -62,7 +62,57 @@ public sealed class RemoteSyscall : IDisposable
         }
         ulong mask = tracer.GetSignalMask(thread.Tid);
         tracer.SetSignalMask(thread.Tid, ~0UL);
-        return new RemoteSyscall(tracer, arch, thread.Tid, syscallInstruction, regs, mask, pin);
+        var remote = new RemoteSyscall(tracer, arch, thread.Tid, syscallInstruction, regs, mask, pin);
+        if (arch.SyscallNumberAfterStop && AtSyscallInstruction(tracer.Pid, arch, regs))
+        {
+            try
+            {
+                remote.SettleRestart();
+            }
+            catch
+            {
+                remote.Dispose();
+                throw;
+            }
+        }
+        return remote;
+    }
+
+    /// <summary>
+    /// A thread stopped on a syscall instruction may have been stopped in that syscall, rewound to
+    /// restart it; on arm64 the kernel switches x8 to restart_syscall only as the thread leaves the
+    /// stop (see Arm64Architecture). The thread enters the syscall (nothing else can run first:
+    /// it is on the instruction) and skips it; the number it entered with is the one to put back.
+    /// </summary>
+    private void SettleRestart()
+    {
+        _moved = true;
+        _tracer.ContinueToSyscall(_tid, 0);
+        WaitSyscallStop(); // entry
+        _tracer.GetRegisters(_tid, _work);
+        _arch.SetSyscallNumber(_saved, _arch.SyscallNumber(_work));
+        _arch.SkipSyscall(_tracer, _tid);
+        _tracer.ContinueToSyscall(_tid, 0);
+        WaitSyscallStop(); // exit
+    }
+
+    private static unsafe bool AtSyscallInstruction(int pid, CpuArchitecture arch, byte[] regs)
+    {
+        var insn = arch.SyscallInstruction;
+        Span<byte> code = stackalloc byte[insn.Length];
+        using var memory = new RemoteMemory(pid);
+        fixed (byte* p = code)
+        {
+            try
+            {
+                memory.ReadV([new Transfer(arch.ProgramCounter(regs), (nint)p, code.Length)]);
+            }
+            catch (SyscallException)
+            {
+                return false;
+            }
+        }
+        return code.SequenceEqual(insn);
     }
 
     /// <summary>Runs one syscall in the target and returns its raw result (-errno on failure).</summary>

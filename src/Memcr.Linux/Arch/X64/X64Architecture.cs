@@ -27,7 +27,7 @@ public sealed class X64Architecture : CpuArchitecture
         SetTidAddress = 218, TimerCreate = 222, TimerSettime = 223, TimerGettime = 224, TimerGetoverrun = 225,
         TimerDelete = 226, EpollCtl = 233, InotifyAddWatch = 254, Openat = 257, SetRobustList = 273, Dup3 = 292,
         RtTgsigqueueinfo = 297, Seccomp = 317, Userfaultfd = 323, Membarrier = 324, Rseq = 334, PidfdOpen = 434, Clone3 = 435, CloseRange = 436,
-        PidfdGetfd = 438, IoprioSet = 251,
+        PidfdGetfd = 438, IoprioSet = 251, Kcmp = 312, GetRobustList = 274,
     };
 
     public override string Name => "x86_64";
@@ -39,6 +39,8 @@ public sealed class X64Architecture : CpuArchitecture
     public override ReadOnlySpan<byte> SyscallInstruction => [0x0f, 0x05];
 
     public override SyscallNumbers Syscalls => Numbers;
+
+    public override bool HasCriuMode => true;
 
     public override void PrepareSyscall(Span<byte> regs, ulong pc, long nr, ReadOnlySpan<ulong> args)
     {
