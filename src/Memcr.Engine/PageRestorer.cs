@@ -55,7 +55,7 @@ public sealed class EagerPageRestorer(RemoteMemory memory, int parallelism, Memo
             if (readBack)
                 ReadBack(image, batch, parts, w);
             return true;
-        }, wanted is null ? null : b => Enumerable.Range(b.First, b.Count).Any(i => parts[i].Length > 0));
+        }, wanted is null ? null : i => parts[i].Length > 0);
     }
 
     /// <summary>Writes the wanted parts of a checked, decoded batch's records into the target.</summary>

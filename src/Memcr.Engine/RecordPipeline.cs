@@ -29,11 +29,13 @@ internal sealed class DecodedBatch(PageBatch batch, RecordHeader[] headers, nint
 internal sealed class RecordPipeline(ImageReader image, int parallelism, MemoryBudget budget, bool keepCache, Log? log, int checkBytes = 0)
 {
     /// <summary>
-    /// Runs the sink on every batch (those <paramref name="wanted"/> says are, if given, both before
-    /// it is read and when it is taken: the others are neither read nor checked) until all are done or the sink returns false;
-    /// rethrows the first failure, once every thread has stopped.
+    /// Runs the sink on every batch until all are done or the sink returns false; rethrows the
+    /// first failure, once every thread has stopped. With <paramref name="wanted"/> (given a
+    /// record's index) only the records it wants are read and checked, asked just before their
+    /// batch is read, and a batch none of whose records is wanted any more when it is taken is
+    /// not handed to the sink.
     /// </summary>
-    public void Run(Func<DecodedBatch, Worker, bool> sink, Func<PageBatch, bool>? wanted = null)
+    public void Run(Func<DecodedBatch, Worker, bool> sink, Func<int, bool>? wanted = null)
     {
         int workers = Math.Max(1, parallelism);
         bool packed = image.Header.Packed;
@@ -55,7 +57,7 @@ internal sealed class RecordPipeline(ImageReader image, int parallelism, MemoryB
                     {
                         try
                         {
-                            if ((wanted is null || wanted(batch.Batch)) && !sink(Decode(batch, w), w))
+                            if ((wanted is null || AnyWanted(batch.Batch, wanted)) && !sink(Decode(batch, w), w))
                                 stream.Stop();
                         }
                         finally
@@ -76,6 +78,16 @@ internal sealed class RecordPipeline(ImageReader image, int parallelism, MemoryB
             t.Join();
         if (failures.TryDequeue(out var first))
             ExceptionDispatchInfo.Throw(first);
+    }
+
+    private static bool AnyWanted(PageBatch batch, Func<int, bool> wanted)
+    {
+        for (int i = batch.First; i < batch.First + batch.Count; i++)
+        {
+            if (wanted(i))
+                return true;
+        }
+        return false;
     }
 
     /// <summary>Checks a batch's records and decodes those that are not stored plain.</summary>

@@ -39,7 +39,8 @@ public sealed class FilledBatch
 /// overlaps with everything else and memory stays bounded. Reads are large and sequential, and
 /// bypass the page cache (O_DIRECT) unless the image is to stay cached or the file system refuses;
 /// a buffered read is evicted from the page cache once its batch is returned, unless the image is
-/// to stay cached.
+/// to stay cached. Records the caller no longer wants (asked just before their batch is read) are
+/// not read: a batch is read as the runs of wanted records in it, each a batch of its own.
 /// </summary>
 public sealed class BatchStream : IDisposable
 {
@@ -62,7 +63,7 @@ public sealed class BatchStream : IDisposable
     private readonly CancellationTokenSource _stop = new();
     private readonly Thread[] _readers;
     private readonly int _align;
-    private readonly Func<PageBatch, bool>? _wanted;
+    private readonly Func<int, bool>? _wanted;
     private int _next = -1;
     private int _reading;
     private Exception? _error;
@@ -72,10 +73,10 @@ public sealed class BatchStream : IDisposable
     /// <paramref name="readBytes"/> of the file and <paramref name="maxPageBytes"/> of pages each,
     /// into <paramref name="buffers"/> buffers (of <paramref name="readBytes"/> and a page on either
     /// side: an O_DIRECT read is aligned). With <paramref name="keepCache"/> the image is read
-    /// through the page cache and left there. A batch <paramref name="wanted"/> says is not wanted
-    /// (asked just before it would be read) is skipped.
+    /// through the page cache and left there. Records <paramref name="wanted"/> (given a record's
+    /// index) says are not wanted are skipped.
     /// </summary>
-    public BatchStream(ImageReader image, int readBytes, int maxPageBytes, int buffers, bool keepCache, Func<PageBatch, bool>? wanted = null)
+    public BatchStream(ImageReader image, int readBytes, int maxPageBytes, int buffers, bool keepCache, Func<int, bool>? wanted = null)
     {
         _image = image;
         _wanted = wanted;
@@ -109,25 +110,8 @@ public sealed class BatchStream : IDisposable
         {
             for (int next = Interlocked.Increment(ref _next); next < _batches.Count; next = Interlocked.Increment(ref _next))
             {
-                var batch = _batches[next];
-                if (_wanted is not null && !_wanted(batch))
-                    continue;
-                long start = batch.Start / _align * _align;
-                long end = ImageFormat.AlignUp(batch.Start + batch.Length, _align);
-                int length = (int)(end - start);
-                bool pooled = length <= _pool.Size;
-                var buffer = pooled ? _pool.Take(_stop.Token) : new AlignedBuffer(length, _image.Header.PageSize);
-                var filled = new FilledBatch(batch, buffer, (int)(batch.Start - start), pooled);
-                try
-                {
-                    ReadFully(_file, buffer.Memory.Span[..length], start, batch.Start + batch.Length, _align, _image.Path);
-                    _filled.Add(filled, _stop.Token);
-                }
-                catch
-                {
-                    Release(filled);
-                    throw;
-                }
+                foreach (var batch in WantedRuns(_batches[next]))
+                    ReadBatch(batch);
             }
         }
         catch (OperationCanceledException) when (_stop.IsCancellationRequested)
@@ -142,6 +126,45 @@ public sealed class BatchStream : IDisposable
         {
             if (Interlocked.Decrement(ref _reading) == 0)
                 _filled.CompleteAdding();
+        }
+    }
+
+    /// <summary>The runs of consecutive wanted records of a planned batch (the batch itself when all are wanted).</summary>
+    private List<PageBatch> WantedRuns(PageBatch planned)
+    {
+        if (_wanted is null)
+            return [planned];
+        var runs = new List<PageBatch>(1);
+        int end = planned.First + planned.Count;
+        for (int i = planned.First; i < end; i++)
+        {
+            if (!_wanted(i))
+                continue;
+            int first = i;
+            while (i + 1 < end && _wanted(i + 1))
+                i++;
+            runs.Add(first == planned.First && i + 1 == end ? planned : _image.RecordBatch(first, i + 1 - first));
+        }
+        return runs;
+    }
+
+    private void ReadBatch(PageBatch batch)
+    {
+        long start = batch.Start / _align * _align;
+        long end = ImageFormat.AlignUp(batch.Start + batch.Length, _align);
+        int length = (int)(end - start);
+        bool pooled = length <= _pool.Size;
+        var buffer = pooled ? _pool.Take(_stop.Token) : new AlignedBuffer(length, _image.Header.PageSize);
+        var filled = new FilledBatch(batch, buffer, (int)(batch.Start - start), pooled);
+        try
+        {
+            ReadFully(_file, buffer.Memory.Span[..length], start, batch.Start + batch.Length, _align, _image.Path);
+            _filled.Add(filled, _stop.Token);
+        }
+        catch
+        {
+            Release(filled);
+            throw;
         }
     }
 

@@ -279,11 +279,11 @@ public sealed class ImageReader : IDisposable
         return batches;
     }
 
-    /// <summary>A batch of record <paramref name="record"/> alone, to read it on its own.</summary>
-    public PageBatch RecordBatch(int record)
+    /// <summary>A batch of <paramref name="count"/> records from <paramref name="record"/> on (one after the other in the file), to read them on their own.</summary>
+    public PageBatch RecordBatch(int record, int count = 1)
     {
         long start = BlockStart(Index[record]);
-        return new PageBatch(record, 1, start, (int)(PayloadEnd(Index[record]) - start));
+        return new PageBatch(record, count, start, (int)(PayloadEnd(Index[record + count - 1]) - start));
     }
 
     private long BlockStart(in IndexEntry e) => Header.Packed ? e.FileOffset : e.FileOffset + ImageFormat.RecordHeaderSize - Header.PageSize;

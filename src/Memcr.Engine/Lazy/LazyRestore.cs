@@ -1,6 +1,5 @@
 using System.Diagnostics;
 using System.Runtime.ExceptionServices;
-using Memcr.Image;
 using Memcr.Linux;
 using Memcr.Linux.Memory;
 using Memcr.Linux.Proc;
@@ -362,7 +361,7 @@ public sealed class LazyRestore : IDisposable
             {
                 int image = k;
                 new RecordPipeline(_images.Images[k], _parallelism, _budget, _keepCache, _log)
-                    .Run((batch, _) => CopyBatch(image, batch), batch => Owed(image, batch));
+                    .Run((batch, _) => CopyBatch(image, batch), record => Owed(image, record));
             }
             // Said here rather than by the fault thread, which may be waiting up to 50 ms for a fault
             // (the copies have woken every thread that waited on one of these pages).
@@ -378,12 +377,16 @@ public sealed class LazyRestore : IDisposable
         }
     }
 
-    /// <summary>Whether anything of a batch of image <paramref name="image"/> (an index into <see cref="LazyImages.Images"/>) is still owed.</summary>
-    private bool Owed(int image, PageBatch batch)
+    /// <summary>
+    /// Whether anything of record <paramref name="record"/> of image <paramref name="image"/> (an
+    /// index into <see cref="LazyImages.Images"/>) is still owed: the fill reads only those, so that
+    /// a record a fault brought back is not read a second time.
+    /// </summary>
+    private bool Owed(int image, int record)
     {
-        int first = _images.Number(image, batch.First);
+        int number = _images.Number(image, record);
         lock (_sync)
-            return _spaces.Any(s => !s.Gone && Enumerable.Range(first, batch.Count).Any(r => s.Pending.OfRecord(r).Count > 0));
+            return _spaces.Any(s => !s.Gone && s.Pending.Owes(number));
     }
 
     /// <summary>Copies the records of a batch of image <paramref name="image"/> to every space that still owes them; false once the serving is over.</summary>

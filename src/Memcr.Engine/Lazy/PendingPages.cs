@@ -43,6 +43,9 @@ internal sealed class PendingPages
     /// <summary>The extents still owed of image record <paramref name="record"/>.</summary>
     public List<PendingExtent> OfRecord(int record) => _extents.FindAll(e => e.Record == record);
 
+    /// <summary>Whether anything of record <paramref name="record"/> is owed.</summary>
+    public bool Owes(int record) => _extents.Exists(e => e.Record == record);
+
     /// <summary>The first extent in address order, if any.</summary>
     public PendingExtent? First => _extents.Count > 0 ? _extents[0] : null;
 
