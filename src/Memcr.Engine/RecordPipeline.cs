@@ -24,9 +24,10 @@ internal sealed class DecodedBatch(PageBatch batch, RecordHeader[] headers, nint
 /// and hand them to the caller's sink, which puts the pages where they belong. Reading overlaps
 /// with everything else. Its buffers are granted by <paramref name="budget"/> and sized to fit
 /// the grant (<see cref="RestoreBuffers"/>); <paramref name="checkBytes"/> more per thread when the
-/// sink reads records back.
+/// sink reads records back. Reads are at most <paramref name="maxReadBytes"/> long (a record larger
+/// than that is read alone).
 /// </summary>
-internal sealed class RecordPipeline(ImageReader image, int parallelism, MemoryBudget budget, bool keepCache, Log? log, int checkBytes = 0)
+internal sealed class RecordPipeline(ImageReader image, int parallelism, MemoryBudget budget, bool keepCache, Log? log, int checkBytes = 0, int maxReadBytes = int.MaxValue)
 {
     /// <summary>
     /// Runs the sink on every batch until all are done or the sink returns false; rethrows the
@@ -43,7 +44,8 @@ internal sealed class RecordPipeline(ImageReader image, int parallelism, MemoryB
         using var grant = budget.Acquire(least, want);
         var layout = RestoreBuffers.For(grant, workers, packed, checkBytes, image.Header.PageSize);
         log?.Debug($"buffers: {grant.Bytes >> 10} kB granted; {layout}");
-        using var stream = new BatchStream(image, layout.ReadBytes, packed ? layout.PageBytes : layout.ReadBytes, layout.Reads, keepCache, wanted);
+        int readBytes = Math.Min(layout.ReadBytes, maxReadBytes);
+        using var stream = new BatchStream(image, readBytes, packed ? layout.PageBytes : readBytes, layout.Reads, keepCache, wanted);
         var failures = new ConcurrentQueue<Exception>();
         var threads = new Thread[workers];
         for (int t = 0; t < workers; t++)
