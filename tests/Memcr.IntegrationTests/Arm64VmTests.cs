@@ -53,7 +53,7 @@ public sealed class Arm64VmTests(Arm64Vm vm, ITestOutputHelper output) : IClassF
 {
     public static readonly TheoryData<string> Scenarios =
     [
-        "plain", "file-pages", "proc-mem", "zce", "lazy", "incremental-refused", "signals", "blocked-read", "restart-sleep", "killed", "damaged", "service", "criu-refused",
+        "plain", "file-pages", "proc-mem", "zce", "lazy", "incremental-refused", "signals", "blocked-read", "restart-sleep", "sigsuspend", "killed", "damaged", "service", "criu-refused",
     ];
 
     [Theory]

@@ -130,4 +130,26 @@ public sealed class CheckpointRestoreTests
         int slept = int.Parse(report["slept"]);
         Assert.True(slept is >= 4000 and < 8000, $"slept {slept} ms: a 4 s sleep frozen until 5 s was started over");
     }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void AThreadInSigsuspend_GetsItsOwnMaskBackAfterTheSignal(bool signalWhileFrozen)
+    {
+        // Blocked in sigsuspend(empty set), the thread's mask is the temporary one and the kernel
+        // keeps its own aside; the restore must put that one back, not the temporary one.
+        string exe = Gcc.Build("suspender");
+        using var target = FifoTarget.Start("suspender", dir => [exe, dir]);
+        using var memcr = MemcrProcess.Start("-p", target.Pid.ToString(), "-d", "/var/tmp");
+        memcr.WaitForPrompt();
+        if (signalWhileFrozen)
+            target.Signal(Signals.SIGUSR1);
+        memcr.PressEnter();
+        Assert.True(memcr.WaitForExit() == 0, memcr.Output);
+        if (!signalWhileFrozen)
+            target.Signal(Signals.SIGUSR1);
+        var report = target.Answer("SIGUSR1");
+        Assert.Equal("1", report["got"]);
+        Assert.True(report["blocked"] == "1", "SIGUSR1 is unblocked after sigsuspend returned: the temporary mask stayed");
+    }
 }

@@ -180,6 +180,27 @@ case "$status $report" in
     *) result restart-sleep FAIL "memcr exit $status: $report $(tail -2 "$log" | tr '\n' ' ')" ;;
 esac
 
+# A thread waiting in sigsuspend() with a temporary mask, sent SIGUSR1 while frozen: the handler
+# runs and the thread's own mask (SIGUSR1 blocked) is back afterwards, not the temporary one.
+mkdir -p "$work/suspender"
+mkfifo "$work/suspender/report"
+exec 3<>"$work/suspender/report"
+setsid suspender "$work/suspender" &
+read -t 120 -r _ pid <&3
+memcr_frozen suspender -d "$work"
+kill -USR1 "$pid"
+echo >&5
+exec 5>&-
+wait "$mpid"
+status=$?
+report=
+read -t 120 -r report <&3
+exec 3>&-
+case "$status $report" in
+    "0 "*got=1*blocked=1*) result sigsuspend PASS "$report" ;;
+    *) result sigsuspend FAIL "memcr exit $status: $report $(tail -2 "$log" | tr '\n' ' ')" ;;
+esac
+
 # A target killed while frozen: memcr says so, exits non-zero and removes the image.
 start_memtest killed 16
 memcr_frozen killed -d "$work"

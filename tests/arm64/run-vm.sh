@@ -45,7 +45,7 @@ for lib in lib/aarch64-linux-gnu/libc.so.6 lib/aarch64-linux-gnu/libm.so.6 usr/l
     cp -L "$work/x/$lib" "$root/lib/aarch64-linux-gnu/" # libssl for -e (AES-GCM through OpenSSL)
 done
 cp "$bin/memcr" "$bin/memcr-client" "$root/opt/memcr/"
-for target in memtest sleeper; do
+for target in memtest sleeper suspender; do
     aarch64-linux-gnu-gcc -O2 -pthread -o "$root/opt/targets/$target" "tests/targets/$target.c"
 done
 install -m 755 tests/arm64/init.sh "$root/init"

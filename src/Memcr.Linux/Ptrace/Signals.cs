@@ -11,6 +11,7 @@ public static class Signals
     public const int SIGQUIT = 3;
     public const int SIGTRAP = 5;
     public const int SIGKILL = 9;
+    public const int SIGUSR1 = 10;
     public const int SIGUSR2 = 12;
     public const int SIGTERM = 15;
     public const int SIGCHLD = 17;
