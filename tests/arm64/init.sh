@@ -40,9 +40,8 @@ start_memtest() {
 
 # check_target [RT]: asks the target to verify all of its memory; sets report to its answer.
 check_target() {
-    report=
     echo "CHECK ${1:-0}" >&4
-    read -t 120 -r report <&3 || report="no answer (target gone?)"
+    read_report
 }
 
 stop_target() {
@@ -64,7 +63,7 @@ wait_for() {
 }
 
 # memcr_frozen NAME OPTIONS...: checkpoints $pid with memcr waiting for Enter on the FIFO
-# $work/NAME.in (fd 5 here); returns once it says so. Enter with: echo >&5.
+# $work/NAME.in (fd 5 here); returns once it says so. Enter with press_enter.
 memcr_frozen() {
     log=$work/$1.log in=$work/$1.in
     shift
@@ -74,6 +73,33 @@ memcr_frozen() {
     mpid=$!
     exec 5>"$in"
     wait_for "$log" "press enter to restore"
+}
+
+# start_reporter NAME PROGRAM [ARGS...]: starts one of the targets that only report (sleeper,
+# suspender) as PROGRAM $work/NAME ARGS; sets pid, and fd 3 to its reports.
+start_reporter() {
+    dir=$work/$1 program=$2
+    shift 2
+    mkdir -p "$dir"
+    mkfifo "$dir/report"
+    exec 3<>"$dir/report"
+    setsid "$program" "$dir" "$@" &
+    pid=
+    read -t 120 -r _ pid <&3
+}
+
+# press_enter: lets the memcr of memcr_frozen restore and waits for it; sets status to its exit.
+press_enter() {
+    echo >&5
+    exec 5>&-
+    wait "$mpid"
+    status=$?
+}
+
+# read_report: sets report to the target's next line on fd 3.
+read_report() {
+    report=
+    read -t 120 -r report <&3 || report="no answer (target gone?)"
 }
 
 # Scenario: checkpoint and restore at once (memcr -n) with OPTIONS; the target checks its memory.
@@ -129,10 +155,7 @@ memcr_frozen signals -d "$work"
 kill -USR2 "$pid"
 kill -34 "$pid" # SIGRTMIN as glibc numbers it
 sleep 1
-echo >&5
-exec 5>&-
-wait "$mpid"
-status=$?
+press_enter
 check_target 1
 case "$status $report" in
     "0 "*ok=1*usr2=1*rt=1*) result signals PASS "$report" ;;
@@ -144,12 +167,8 @@ stop_target
 start_memtest blocked-read 16
 memcr_frozen blocked-read -d "$work"
 echo "CHECK 0" >&4
-echo >&5
-exec 5>&-
-wait "$mpid"
-status=$?
-report=
-read -t 120 -r report <&3
+press_enter
+read_report
 case "$status $report" in
     "0 "*ok=1*eintr=0*) result blocked-read PASS "$report" ;;
     *) result blocked-read FAIL "memcr exit $status: $report" ;;
@@ -159,20 +178,12 @@ stop_target
 # A relative sleep of the thread memcr runs its syscalls on, frozen past its deadline: restarted
 # with restart_syscall it ends at once (arm64 sets x8 to it only as the thread leaves the stop);
 # started over, it would sleep 4 s more.
-mkdir -p "$work/sleeper"
-mkfifo "$work/sleeper/report"
-exec 3<>"$work/sleeper/report"
-setsid sleeper "$work/sleeper" 4 &
-read -t 120 -r _ pid <&3
+start_reporter sleeper sleeper 4
 begun=$(cut -d. -f1 /proc/uptime)
 memcr_frozen sleeper -d "$work"
 while [ $(($(cut -d. -f1 /proc/uptime) - begun)) -lt 6 ]; do sleep 0.2; done
-echo >&5
-exec 5>&-
-wait "$mpid"
-status=$?
-report=
-read -t 120 -r report <&3
+press_enter
+read_report
 exec 3>&-
 slept=$(echo "$report" | sed -n 's/.*slept=\([0-9]*\).*/\1/p')
 case "$status $report" in
@@ -182,19 +193,11 @@ esac
 
 # A thread waiting in sigsuspend() with a temporary mask, sent SIGUSR1 while frozen: the handler
 # runs and the thread's own mask (SIGUSR1 blocked) is back afterwards, not the temporary one.
-mkdir -p "$work/suspender"
-mkfifo "$work/suspender/report"
-exec 3<>"$work/suspender/report"
-setsid suspender "$work/suspender" &
-read -t 120 -r _ pid <&3
+start_reporter suspender suspender
 memcr_frozen suspender -d "$work"
 kill -USR1 "$pid"
-echo >&5
-exec 5>&-
-wait "$mpid"
-status=$?
-report=
-read -t 120 -r report <&3
+press_enter
+read_report
 exec 3>&-
 case "$status $report" in
     "0 "*got=1*blocked=1*) result sigsuspend PASS "$report" ;;
@@ -221,10 +224,7 @@ memcr_frozen damaged -d "$work"
 image=$work/pages-$pid.img
 size=$(stat -c %s "$image")
 printf '\125' | dd of="$image" bs=1 seek=$((size / 2)) conv=notrunc 2>/dev/null
-echo >&5
-exec 5>&-
-wait "$mpid"
-status=$?
+press_enter
 sleep 0.5
 if [ $status -ne 0 ] && grep -q "checksum mismatch" "$log" && grep -q "was killed with SIGKILL" "$log" && ! alive "$pid"; then
     result damaged PASS "exit $status: $(grep -o 'checksum mismatch[^:]*' "$log" | head -1)"

@@ -312,8 +312,7 @@ int main(int argc, char **argv)
 	sigaddset(&set, SIGRTMIN);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 
-	snprintf(path, sizeof(path), "%s/report", argv[1]);
-	report_fd = open(path, O_WRONLY);
+	report_fd = fifo_report(argv[1]);
 	if (report_fd < 0)
 		die("open report");
 

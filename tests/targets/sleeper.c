@@ -10,11 +10,12 @@
  * deadline, it ends as soon as it runs again; started over, it would sleep SECONDS once more.
  */
 #define _GNU_SOURCE
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "fifo_target.h"
 
 static long now_ms(void)
 {
@@ -29,9 +30,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "usage: sleeper DIR SECONDS\n");
 		return 2;
 	}
-	char path[4096];
-	snprintf(path, sizeof(path), "%s/report", argv[1]);
-	int report = open(path, O_WRONLY);
+	int report = fifo_report(argv[1]);
 	if (report < 0)
 		return 1;
 	struct timespec span = { atoi(argv[2]), 0 };

@@ -10,10 +10,11 @@
  * which the kernel keeps aside while it waits), and exits.
  */
 #define _GNU_SOURCE
-#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <unistd.h>
+
+#include "fifo_target.h"
 
 static volatile sig_atomic_t got;
 
@@ -29,9 +30,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "usage: suspender DIR\n");
 		return 2;
 	}
-	char path[4096];
-	snprintf(path, sizeof(path), "%s/report", argv[1]);
-	int report = open(path, O_WRONLY);
+	int report = fifo_report(argv[1]);
 	if (report < 0)
 		return 1;
 	sigset_t usr1, empty, now;

@@ -1,3 +1,4 @@
+using System.Buffers.Binary;
 using System.Runtime.InteropServices;
 using Memcr.Linux.Arch.Arm64;
 using Memcr.Linux.Arch.X64;
@@ -47,6 +48,11 @@ public abstract class CpuArchitecture
 
     /// <summary>Whether CRIU mode (memcr dump / restore -d) runs on this architecture: its thread state (FPU, TLS) is x86_64's.</summary>
     public virtual bool HasCriuMode => false;
+
+    /// <summary>Register <paramref name="index"/> of a register set of 8-byte little-endian registers (x86_64 and arm64 alike).</summary>
+    protected static ulong Register(ReadOnlySpan<byte> regs, int index) => BinaryPrimitives.ReadUInt64LittleEndian(regs[(index * 8)..]);
+
+    protected static void SetRegister(Span<byte> regs, int index, ulong value) => BinaryPrimitives.WriteUInt64LittleEndian(regs[(index * 8)..], value);
 
     public static CpuArchitecture Current { get; } = RuntimeInformation.ProcessArchitecture switch
     {

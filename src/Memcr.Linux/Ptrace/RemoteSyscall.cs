@@ -96,23 +96,11 @@ public sealed class RemoteSyscall : IDisposable
         WaitSyscallStop(); // exit
     }
 
-    private static unsafe bool AtSyscallInstruction(int pid, CpuArchitecture arch, byte[] regs)
+    private static bool AtSyscallInstruction(int pid, CpuArchitecture arch, byte[] regs)
     {
-        var insn = arch.SyscallInstruction;
-        Span<byte> code = stackalloc byte[insn.Length];
+        var code = new byte[arch.SyscallInstruction.Length];
         using var memory = new RemoteMemory(pid);
-        fixed (byte* p = code)
-        {
-            try
-            {
-                memory.ReadV([new Transfer(arch.ProgramCounter(regs), (nint)p, code.Length)]);
-            }
-            catch (SyscallException)
-            {
-                return false;
-            }
-        }
-        return code.SequenceEqual(insn);
+        return TryRead(memory, arch.ProgramCounter(regs), code, code.Length) && code.AsSpan().SequenceEqual(arch.SyscallInstruction);
     }
 
     /// <summary>Runs one syscall in the target and returns its raw result (-errno on failure).</summary>

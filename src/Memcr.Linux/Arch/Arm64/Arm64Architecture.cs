@@ -55,21 +55,21 @@ public sealed class Arm64Architecture : CpuArchitecture
 
     public override void PrepareSyscall(Span<byte> regs, ulong pc, long nr, ReadOnlySpan<ulong> args)
     {
-        Set(regs, Pc, pc);
-        Set(regs, X8, (ulong)nr);
+        SetRegister(regs, Pc, pc);
+        SetRegister(regs, X8, (ulong)nr);
         for (int i = 0; i < 6; i++)
-            Set(regs, i, i < args.Length ? args[i] : 0);
+            SetRegister(regs, i, i < args.Length ? args[i] : 0);
     }
 
-    public override long SyscallResult(ReadOnlySpan<byte> regs) => (long)Get(regs, 0);
+    public override long SyscallResult(ReadOnlySpan<byte> regs) => (long)Register(regs, 0);
 
-    public override ulong ProgramCounter(ReadOnlySpan<byte> regs) => Get(regs, Pc);
+    public override ulong ProgramCounter(ReadOnlySpan<byte> regs) => Register(regs, Pc);
 
     public override bool SyscallNumberAfterStop => true;
 
-    public override long SyscallNumber(ReadOnlySpan<byte> regs) => (long)Get(regs, X8);
+    public override long SyscallNumber(ReadOnlySpan<byte> regs) => (long)Register(regs, X8);
 
-    public override void SetSyscallNumber(Span<byte> regs, long nr) => Set(regs, X8, (ulong)nr);
+    public override void SetSyscallNumber(Span<byte> regs, long nr) => SetRegister(regs, X8, (ulong)nr);
 
     public override void SkipSyscall(Ptrace.Tracer tracer, int tid)
     {
@@ -77,8 +77,4 @@ public sealed class Arm64Architecture : CpuArchitecture
         BinaryPrimitives.WriteInt32LittleEndian(none, -1);
         tracer.SetRegisterSet(tid, NtArmSystemCall, none);
     }
-
-    private static ulong Get(ReadOnlySpan<byte> regs, int index) => BinaryPrimitives.ReadUInt64LittleEndian(regs[(index * 8)..]);
-
-    private static void Set(Span<byte> regs, int index, ulong value) => BinaryPrimitives.WriteUInt64LittleEndian(regs[(index * 8)..], value);
 }

@@ -1,5 +1,3 @@
-using System.Buffers.Binary;
-
 namespace Memcr.Linux.Arch.X64;
 
 /// <summary>x86_64: struct user_regs_struct (arch/x86/include/asm/user_64.h), 27 registers of 8 bytes.</summary>
@@ -44,21 +42,17 @@ public sealed class X64Architecture : CpuArchitecture
 
     public override void PrepareSyscall(Span<byte> regs, ulong pc, long nr, ReadOnlySpan<ulong> args)
     {
-        Set(regs, Rip, pc);
-        Set(regs, Rax, (ulong)nr);
+        SetRegister(regs, Rip, pc);
+        SetRegister(regs, Rax, (ulong)nr);
         // orig_rax = -1 keeps the kernel's syscall-restart logic away from our registers when the
         // thread leaves a stop that interrupted one of its own syscalls (arch/x86/kernel/signal.c).
-        Set(regs, OrigRax, ulong.MaxValue);
+        SetRegister(regs, OrigRax, ulong.MaxValue);
         ReadOnlySpan<int> argRegs = [Rdi, Rsi, Rdx, R10, R8, R9];
         for (int i = 0; i < argRegs.Length; i++)
-            Set(regs, argRegs[i], i < args.Length ? args[i] : 0);
+            SetRegister(regs, argRegs[i], i < args.Length ? args[i] : 0);
     }
 
-    public override long SyscallResult(ReadOnlySpan<byte> regs) => (long)Get(regs, Rax);
+    public override long SyscallResult(ReadOnlySpan<byte> regs) => (long)Register(regs, Rax);
 
-    public override ulong ProgramCounter(ReadOnlySpan<byte> regs) => Get(regs, Rip);
-
-    private static ulong Get(ReadOnlySpan<byte> regs, int index) => BinaryPrimitives.ReadUInt64LittleEndian(regs[(index * 8)..]);
-
-    private static void Set(Span<byte> regs, int index, ulong value) => BinaryPrimitives.WriteUInt64LittleEndian(regs[(index * 8)..], value);
+    public override ulong ProgramCounter(ReadOnlySpan<byte> regs) => Register(regs, Rip);
 }
