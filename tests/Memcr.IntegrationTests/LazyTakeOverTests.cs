@@ -14,6 +14,12 @@ public sealed class LazyTakeOverTests
 {
     private static string P(int pid) => pid.ToString(CultureInfo.InvariantCulture);
 
+    /// <summary>
+    /// The target's size: memcr is killed right after the process runs, and must still be serving
+    /// then. 512 MiB came back in 350-380 ms here, a window a busy test host overran once.
+    /// </summary>
+    private const int TakeOverMb = 1024;
+
     /// <summary>A service on <paramref name="dir"/> finishes the restore; the process ends intact with nothing of ours left.</summary>
     private static async Task AssertTakenOverAndIntact(FifoTarget target, string dir, string flags, string[] fds)
     {
@@ -39,7 +45,7 @@ public sealed class LazyTakeOverTests
     [Fact]
     public async Task MemcrKilledDuringALazyRestore_NextMemcrSaysWhatToDo_AndAServiceFinishesIt()
     {
-        using var target = FifoTarget.StartLazytest(mb: 512);
+        using var target = FifoTarget.StartLazytest(mb: TakeOverMb);
         string dir = Repo.NewScratchDir("lazykill");
         string flags = LazyRestoreTests.VmFlags(target);
         string[] fds = LazyRestoreTests.Fds(target);
@@ -66,7 +72,7 @@ public sealed class LazyTakeOverTests
     [Fact]
     public async Task ServiceKilledDuringALazyRestore_ANewServiceFinishesIt()
     {
-        using var target = FifoTarget.StartLazytest(mb: 512);
+        using var target = FifoTarget.StartLazytest(mb: TakeOverMb);
         string dir = Repo.NewScratchDir("lazysvckill");
         string flags = LazyRestoreTests.VmFlags(target);
         string[] fds = LazyRestoreTests.Fds(target);
