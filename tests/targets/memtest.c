@@ -198,16 +198,17 @@ static const char *check_all(void)
 	return NULL;
 }
 
+static const char *cmd_path;
+static int cmd_fd;
+
+/* Reads commands from DIR/cmd, opened by main before READY (so that the caller's view of our fds holds it). */
 static void *commands(void *arg)
 {
-	const char *dir = arg;
-	char path[4096], line[256];
+	char line[256];
 	size_t used = 0;
+	int fd = cmd_fd;
 
-	snprintf(path, sizeof(path), "%s/cmd", dir);
-	int fd = open(path, O_RDONLY);
-	if (fd < 0)
-		die("open cmd");
+	(void)arg;
 	for (;;) {
 		ssize_t n = read(fd, line + used, sizeof(line) - 1 - used);
 		if (n < 0) {
@@ -219,7 +220,7 @@ static void *commands(void *arg)
 		}
 		if (n == 0) { /* writer closed: wait for the next one */
 			close(fd);
-			fd = open(path, O_RDONLY);
+			fd = open(cmd_path, O_RDONLY);
 			if (fd < 0)
 				die("reopen cmd");
 			continue;
@@ -315,13 +316,19 @@ int main(int argc, char **argv)
 	report_fd = fifo_report(argv[1]);
 	if (report_fd < 0)
 		die("open report");
+	static char cmd_buf[4096];
+	snprintf(cmd_buf, sizeof(cmd_buf), "%s/cmd", argv[1]);
+	cmd_path = cmd_buf;
+	cmd_fd = open(cmd_path, O_RDONLY);
+	if (cmd_fd < 0)
+		die("open cmd");
 
 	for (long i = 0; i < WORKERS; i++)
 		if (pthread_create(&t, NULL, worker, (void *)i))
 			die("pthread_create");
 	pthread_create(&t, NULL, sleeper, NULL);
 	pthread_create(&t, NULL, signal_thread, NULL);
-	pthread_create(&t, NULL, commands, argv[1]);
+	pthread_create(&t, NULL, commands, NULL);
 
 	/* Ready once every thread has made its allocations: the maps stay as they are from here. */
 	while (__atomic_load_n(&workers_started, __ATOMIC_SEQ_CST) < WORKERS)
