@@ -12,7 +12,10 @@
 #   all back   memcr's own figure: "upload took" (eager), "restore complete ... in M ms" (lazy);
 #   touch      the target's first 1000 touches of random pages of its region after resume, sent
 #              with Enter: p50, p99 and max of each touch's time;
-#   memcr RSS  the largest VmRSS of memcr seen between Enter and its exit (sampled every 10 ms).
+#   memcr RSS  the largest VmRSS of memcr seen between Enter and its exit (sampled every 10 ms);
+#   lazy/eager the median over the runs of each run's lazy "all back" over the eager one made just
+#              before it: the disk's speed here drifts by 10-20% from one minute to the next, and
+#              the ratio of a pair is steadier than the ratio of two medians.
 # The target checks all of its memory after every run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -67,7 +70,7 @@ run() {
     [[ $line == *"ok=1"* ]] || { echo "bench: target damaged after $mode: $line" >&2; exit 1; }
 }
 
-printf '%-8s %-6s %10s %10s %9s %9s %9s %11s\n' size mode "resume" "all back" "p50 us" "p99 us" "max us" "memcr kB"
+printf '%-8s %-6s %10s %10s %9s %9s %9s %11s %11s\n' size mode "resume" "all back" "p50 us" "p99 us" "max us" "memcr kB" "lazy/eager"
 for size in "${sizes[@]}"; do
     rm -f "$work"/*.resume "$work"/*.back "$work"/*.p50 "$work"/*.p99 "$work"/*.max "$work"/*.rss
     mkdir -p "$work/t"; rm -f "$work/t/feed"; mkfifo "$work/t/feed"
@@ -77,11 +80,13 @@ for size in "${sizes[@]}"; do
         run eager
         run lazy --lazy
     done
+    ratio=$(paste "$work/lazy.back" "$work/eager.back" | awk '{printf "%.3f\n", $1 / $2}' | median)
     for mode in eager lazy; do
-        printf '%-8s %-6s %10s %10s %9s %9s %9s %11s\n' "${size}M" "$mode" \
+        printf '%-8s %-6s %10s %10s %9s %9s %9s %11s %11s\n' "${size}M" "$mode" \
             "$(median whole <"$work/$mode.resume")" "$(median whole <"$work/$mode.back")" \
             "$(median whole <"$work/$mode.p50")" "$(median whole <"$work/$mode.p99")" \
-            "$(median whole <"$work/$mode.max")" "$(median whole <"$work/$mode.rss")"
+            "$(median whole <"$work/$mode.max")" "$(median whole <"$work/$mode.rss")" \
+            "$([ "$mode" = lazy ] && echo "$ratio" || echo -)"
     done
     echo EXIT >&"$cmd"
     pid=

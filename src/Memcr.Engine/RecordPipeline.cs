@@ -25,9 +25,10 @@ internal sealed class DecodedBatch(PageBatch batch, RecordHeader[] headers, nint
 /// with everything else. Its buffers are granted by <paramref name="budget"/> and sized to fit
 /// the grant (<see cref="RestoreBuffers"/>); <paramref name="checkBytes"/> more per thread when the
 /// sink reads records back. Reads are at most <paramref name="maxReadBytes"/> long (a record larger
-/// than that is read alone).
+/// than that is read alone); <paramref name="readers"/> are in flight, in as many more buffers as
+/// the grant holds when reads are shorter than it was sized for.
 /// </summary>
-internal sealed class RecordPipeline(ImageReader image, int parallelism, MemoryBudget budget, bool keepCache, Log? log, int checkBytes = 0, int maxReadBytes = int.MaxValue)
+internal sealed class RecordPipeline(ImageReader image, int parallelism, MemoryBudget budget, bool keepCache, Log? log, int checkBytes = 0, int maxReadBytes = int.MaxValue, int readers = BatchStream.DefaultReaders)
 {
     /// <summary>
     /// Runs the sink on every batch until all are done or the sink returns false; rethrows the
@@ -45,7 +46,9 @@ internal sealed class RecordPipeline(ImageReader image, int parallelism, MemoryB
         var layout = RestoreBuffers.For(grant, workers, packed, checkBytes, image.Header.PageSize);
         log?.Debug($"buffers: {grant.Bytes >> 10} kB granted; {layout}");
         int readBytes = Math.Min(layout.ReadBytes, maxReadBytes);
-        using var stream = new BatchStream(image, readBytes, packed ? layout.PageBytes : readBytes, layout.Reads, keepCache, wanted);
+        // Each reader holds a buffer while it reads, and each worker one while it copies.
+        int buffers = (int)Math.Max(layout.Reads, Math.Min((long)layout.Reads * layout.ReadBytes / readBytes, readers + workers));
+        using var stream = new BatchStream(image, readBytes, packed ? layout.PageBytes : readBytes, buffers, keepCache, wanted, readers);
         var failures = new ConcurrentQueue<Exception>();
         var threads = new Thread[workers];
         for (int t = 0; t < workers; t++)

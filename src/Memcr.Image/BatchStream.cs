@@ -51,8 +51,8 @@ public sealed class BatchStream : IDisposable
     /// </summary>
     public const int ReadBytes = (4 << 20) + (64 << 10);
 
-    /// <summary>Reads in flight: a second one keeps the disk busy while the first one's result is handed over.</summary>
-    private const int Readers = 2;
+    /// <summary>Reads in flight unless told otherwise: a second one keeps the disk busy while the first one's result is handed over.</summary>
+    public const int DefaultReaders = 2;
 
     private readonly ImageReader _image;
     private readonly List<PageBatch> _batches;
@@ -72,11 +72,11 @@ public sealed class BatchStream : IDisposable
     /// Starts reading the image's page records in batches of whole records, up to
     /// <paramref name="readBytes"/> of the file and <paramref name="maxPageBytes"/> of pages each,
     /// into <paramref name="buffers"/> buffers (of <paramref name="readBytes"/> and a page on either
-    /// side: an O_DIRECT read is aligned). With <paramref name="keepCache"/> the image is read
-    /// through the page cache and left there. Records <paramref name="wanted"/> (given a record's
-    /// index) says are not wanted are skipped.
+    /// side: an O_DIRECT read is aligned), with <paramref name="readers"/> reads in flight. With
+    /// <paramref name="keepCache"/> the image is read through the page cache and left there.
+    /// Records <paramref name="wanted"/> (given a record's index) says are not wanted are skipped.
     /// </summary>
-    public BatchStream(ImageReader image, int readBytes, int maxPageBytes, int buffers, bool keepCache, Func<int, bool>? wanted = null)
+    public BatchStream(ImageReader image, int readBytes, int maxPageBytes, int buffers, bool keepCache, Func<int, bool>? wanted = null, int readers = DefaultReaders)
     {
         _image = image;
         _wanted = wanted;
@@ -89,9 +89,9 @@ public sealed class BatchStream : IDisposable
             FileOps.AdviseSequential(_file);
         _pool = new BufferPool(buffers, readBytes + 2 * image.Header.PageSize);
         _filled = new BlockingCollection<FilledBatch>(buffers);
-        _readers = new Thread[Readers];
-        _reading = Readers;
-        for (int i = 0; i < Readers; i++)
+        _readers = new Thread[Math.Clamp(readers, 1, buffers)];
+        _reading = _readers.Length;
+        for (int i = 0; i < _readers.Length; i++)
         {
             _readers[i] = new Thread(Read) { Name = $"memcr image reader {i}", IsBackground = true };
             _readers[i].Start();

@@ -332,16 +332,18 @@ public sealed class ImageFormatTests : IDisposable
     }
 
     [Theory]
-    [InlineData(false, false)]
-    [InlineData(false, true)]
-    [InlineData(true, false)]
-    [InlineData(true, true)]
-    public void BatchStream_GivesEveryRecordOnce_ReadDirectlyOrThroughTheCache(bool packed, bool keepCache)
+    [InlineData(false, false, 2)]
+    [InlineData(false, true, 2)]
+    [InlineData(true, false, 2)]
+    [InlineData(true, true, 2)]
+    [InlineData(false, false, 1)]
+    [InlineData(true, false, 4)] // more readers than buffers: as many as there are buffers
+    public void BatchStream_GivesEveryRecordOnce_ReadDirectlyOrThroughTheCache(bool packed, bool keepCache, int readers)
     {
         var w = Write(21, 60, kind: packed ? Lz4Encrypted : Plain);
         using var r = ImageReader.Open(w.Path, key: Key256);
         // Small batches, so that the readers and the takers overlap over many of them.
-        using var stream = new BatchStream(r, 6 * Page, 8 * Page, 3, keepCache);
+        using var stream = new BatchStream(r, 6 * Page, 8 * Page, 3, keepCache, readers: readers);
         using (var probe = Linux.FileOps.OpenDirect(w.Path, write: false))
             Assert.Equal(!keepCache && probe is not null, stream.Direct);
         var records = Drain(r, stream);
