@@ -319,8 +319,10 @@ int main(int argc, char **argv)
 	static char cmd_buf[4096];
 	snprintf(cmd_buf, sizeof(cmd_buf), "%s/cmd", argv[1]);
 	cmd_path = cmd_buf;
-	cmd_fd = open(cmd_path, O_RDONLY);
-	if (cmd_fd < 0)
+	/* Without waiting for a writer (one that starts us and never sends a command need not open
+	 * it); then blocking, as the commands thread reads it. */
+	cmd_fd = open(cmd_path, O_RDONLY | O_NONBLOCK);
+	if (cmd_fd < 0 || fcntl(cmd_fd, F_SETFL, 0) < 0)
 		die("open cmd");
 
 	for (long i = 0; i < WORKERS; i++)
