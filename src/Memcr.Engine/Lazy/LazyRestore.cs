@@ -49,11 +49,11 @@ public sealed class LazyRestore : IDisposable
     /// <summary>
     /// Fill reads in flight. A fault's read is served first (see <see cref="ServeFaults"/>), and a
     /// thread touching pages at random keeps one going all the time (a third to a half of a 1 GiB
-    /// image came back through faults in bench/lazy.sh). With two, the fill got the disk between
-    /// those reads only: all pages were back in 1.10-1.15 times the eager restore's time (median
-    /// 1.14 over six benches of paired runs); with four, 1.02-1.10 (median 1.08), touches waiting
-    /// about 1 ms longer (p99 5.4 ms instead of 4.4) and memcr's RSS 2 MB larger. Eight or twelve
-    /// were no faster (the disk was as busy; each read waited longer) and touches waited 7-10 ms.
+    /// image came back through faults in bench/lazy.sh). With two (in four buffers), all pages
+    /// were back in 1.10-1.15 times the eager restore's time (median 1.14 of six benches of
+    /// paired runs); with four (in six), 1.02-1.26 (median 1.08 of eleven, the disk
+    /// drifting more in the later ones), touches waiting about 1 ms longer (p99 5.4 ms instead of
+    /// 4.4) and memcr's RSS 2 MB larger. Eight or twelve were no faster and touches waited 7-10 ms.
     /// </summary>
     private const int FillReaders = 4;
 
