@@ -52,4 +52,55 @@ public sealed class PendingPagesTests
         Assert.True(pages.IsEmpty);
         Assert.Equal(6 * P, child.Bytes);
     }
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    [InlineData(3)]
+    public void OwesAndOfRecord_AgreeWithEveryPage_AfterRandomRemovesAndMoves(int seed)
+    {
+        const int Pages = 256, RecordPages = 8;
+        var random = new Random(seed);
+        // The model: which record, at which offset, each page of the address space owes (null: nothing).
+        var model = new (int Record, int Offset)?[Pages];
+        var extents = new List<PendingExtent>();
+        for (int record = 0; record < 24; record++)
+        {
+            int start = record * RecordPages + random.Next(3); // gaps, and a record in up to two extents
+            int split = random.Next(1, RecordPages - 2);
+            extents.Add(new PendingExtent((ulong)start * P, (ulong)(start + split) * P, record, 0));
+            extents.Add(new PendingExtent((ulong)(start + split) * P, (ulong)(record * RecordPages + RecordPages) * P, record, split * (int)P));
+            for (int page = start; page < record * RecordPages + RecordPages; page++)
+                model[page] = (record, (page - start) * (int)P);
+        }
+        var pending = new PendingPages(extents);
+        for (int step = 0; step < 200; step++)
+        {
+            int from = random.Next(Pages - 16), length = random.Next(1, 16);
+            if (random.Next(2) == 0)
+            {
+                pending.Remove((ulong)from * P, (ulong)(from + length) * P);
+                Array.Fill(model, null, from, length);
+            }
+            else
+            {
+                int to = random.Next(Pages - length);
+                if (to < from + length && to + length > from)
+                    continue; // mremap's ranges never overlap
+                pending.Move((ulong)from * P, (ulong)to * P, (ulong)length * P);
+                var moved = model[from..(from + length)];
+                Array.Fill(model, null, from, length);
+                moved.CopyTo(model, to);
+            }
+            for (int record = 0; record < 24; record++)
+            {
+                var owedPages = Enumerable.Range(0, Pages).Where(page => model[page]?.Record == record).ToList();
+                Assert.Equal(owedPages.Count > 0, pending.Owes(record));
+                var fromExtents = pending.OfRecord(record)
+                    .SelectMany(e => Enumerable.Range((int)(e.Start / P), (int)(e.Length / P)).Select(page => (page, e.Offset + (page - (int)(e.Start / P)) * (int)P)))
+                    .ToList();
+                Assert.Equal(owedPages.Select(page => (page, model[page]!.Value.Offset)), fromExtents);
+            }
+        }
+    }
 }
