@@ -106,6 +106,7 @@ public sealed class IncrementalLazyTests
         AssertOk(report, daemon.Process.Output);
         Assert.Equal("65536", report["fed"]);
         Assert.Equal(0, daemon.Stop());
+        Directory.Delete(dir, recursive: true); // the chain, kept for a next checkpoint
     }
 
     [Fact]

@@ -5,7 +5,7 @@ public static class Gcc
 {
     private static readonly Dictionary<string, string> Built = [];
     private static readonly Lock Sync = new();
-    private static readonly string OutDir = Path.Combine(Path.GetTempPath(), $"memcr-targets-{Environment.ProcessId}");
+    private static string? _outDir;
 
     public static string Build(string name)
     {
@@ -13,8 +13,8 @@ public static class Gcc
         {
             if (Built.TryGetValue(name, out var exe))
                 return exe;
-            Directory.CreateDirectory(OutDir);
-            exe = Path.Combine(OutDir, name);
+            _outDir ??= ScratchDirs.New(Path.GetTempPath(), "memcr-targets", "gcc");
+            exe = Path.Combine(_outDir, name);
             Repo.MustRun("gcc", "-O2", "-g", "-pthread", "-Wall", "-Werror", "-o", exe, Path.Combine(Repo.Root, "tests", "targets", name + ".c"));
             Built[name] = exe;
             return exe;

@@ -32,13 +32,8 @@ public static class Repo
     /// <summary>The memcr-client binary built by ./build.sh, next to memcr.</summary>
     public static string MemcrClient => Path.Combine(Path.GetDirectoryName(Memcr)!, "memcr-client");
 
-    /// <summary>Scratch space on a disk-backed file system (/tmp may be tmpfs elsewhere).</summary>
-    public static string NewScratchDir(string name)
-    {
-        string dir = Path.Combine("/var/tmp", $"memcr-it-{name}-{Guid.NewGuid().ToString("N")[..8]}");
-        Directory.CreateDirectory(dir);
-        return dir;
-    }
+    /// <summary>Scratch space on a disk-backed file system (/tmp may be tmpfs elsewhere), removed when the test run ends.</summary>
+    public static string NewScratchDir(string name) => ScratchDirs.New("/var/tmp", "memcr-it", name);
 
     /// <summary>Runs a command to completion; returns exit code and combined output.</summary>
     public static (int ExitCode, string Output) Run(string file, params string[] args)
