@@ -54,6 +54,8 @@ public sealed class LazyRestore : IDisposable
     /// paired runs); with four (in six), 1.02-1.26 (median 1.08 of eleven, the disk
     /// drifting more in the later ones), touches waiting about 1 ms longer (p99 5.4 ms instead of
     /// 4.4) and memcr's RSS 2 MB larger. Eight or twelve were no faster and touches waited 7-10 ms.
+    /// A day later, the disk slower (eager 650-710 ms instead of about 590), four gave 0.86-1.11
+    /// (median 0.99 of six benches).
     /// </summary>
     private const int FillReaders = 4;
 
