@@ -198,7 +198,7 @@ static const char *check_all(void)
 	return NULL;
 }
 
-static const char *cmd_path;
+static char cmd_path[4096];
 static int cmd_fd;
 
 /* Reads commands from DIR/cmd, opened by main before READY (so that the caller's view of our fds holds it). */
@@ -316,9 +316,7 @@ int main(int argc, char **argv)
 	report_fd = fifo_report(argv[1]);
 	if (report_fd < 0)
 		die("open report");
-	static char cmd_buf[4096];
-	snprintf(cmd_buf, sizeof(cmd_buf), "%s/cmd", argv[1]);
-	cmd_path = cmd_buf;
+	snprintf(cmd_path, sizeof(cmd_path), "%s/cmd", argv[1]);
 	/* Without waiting for a writer (one that starts us and never sends a command need not open
 	 * it); then blocking, as the commands thread reads it. */
 	cmd_fd = open(cmd_path, O_RDONLY | O_NONBLOCK);
