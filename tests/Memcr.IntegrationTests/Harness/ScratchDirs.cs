@@ -34,10 +34,10 @@ public static class ScratchDirs
     {
         if (!Swept.Add(Path.Combine(parent, prefix)))
             return;
+        int at = prefix.Split('-').Length; // where the pid is in a name split at '-'
         foreach (string dir in Directory.EnumerateDirectories(parent, prefix + "-*"))
         {
             string[] parts = Path.GetFileName(dir).Split('-');
-            int at = prefix.Split('-').Length;
             if (parts.Length > at && int.TryParse(parts[at], NumberStyles.None, CultureInfo.InvariantCulture, out int pid)
                 && pid != Environment.ProcessId && !Directory.Exists($"/proc/{pid}"))
                 Remove(dir);
