@@ -43,6 +43,8 @@ internal static partial class Interop
         internal const int MAP_POPULATE = 0x8000;
         internal const int MADV_SEQUENTIAL = 2;
         internal const int MADV_WILLNEED = 3;
+        internal const int MADV_HUGEPAGE = 14;
+        internal const int MADV_POPULATE_WRITE = 23;
         internal const int MADV_DONTNEED = Memory.Madvise.DontNeed;
         internal static readonly nint MAP_FAILED = -1;
     }

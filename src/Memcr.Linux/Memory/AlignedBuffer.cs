@@ -7,34 +7,51 @@ namespace Memcr.Linux.Memory;
 /// Native memory aligned to a page, usable as <see cref="Memory{T}"/>: what O_DIRECT I/O and
 /// process_vm_readv/writev batches read into and write from. Large buffers are mappings of their
 /// own, so that disposing one gives its memory back to the kernel at once (malloc would keep
-/// freed megabytes in its arenas, and memcr's RSS with them). Mapped buffers are populated at
-/// once: every buffer is written soon after it is made, and faulting it in page by page from the
-/// threads of the pipeline cost more than the copying (perf showed the encoders' first writes into
-/// fresh output buffers taking write-protect faults, each with a TLB shootdown to the other CPU).
+/// freed megabytes in its arenas, and memcr's RSS with them), populated at once; from a huge page
+/// up they are made of huge pages where the kernel has them (<see cref="IoMemory"/>). A buffer can
+/// also be a view of memory someone else owns (a slot of a <see cref="BufferPool"/>).
 /// </summary>
 public sealed unsafe class AlignedBuffer : MemoryManager<byte>
 {
     /// <summary>Buffers from this size up (and aligned to at most a page) are mapped.</summary>
     private const int MapFrom = 64 << 10;
 
+    private enum Owner { Malloc, Mapping, Nobody }
+
     private byte* _pointer;
-    private readonly bool _mapped;
+    private readonly Owner _owner;
 
     public AlignedBuffer(int length, int alignment = 4096)
     {
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(length);
         Length = length;
-        _mapped = length >= MapFrom && alignment <= Environment.SystemPageSize;
-        if (!_mapped)
+        if (length < MapFrom || alignment > Environment.SystemPageSize)
         {
+            _owner = Owner.Malloc;
             _pointer = (byte*)NativeMemory.AlignedAlloc((nuint)length, (nuint)alignment);
             return;
         }
+        if (length >= IoMemory.HugePageBytes)
+        {
+            _owner = Owner.Mapping;
+            _pointer = (byte*)IoMemory.Map(length);
+            IoMemory.Populate((nint)_pointer, length);
+            return;
+        }
+        _owner = Owner.Mapping;
         nint p = Interop.Libc.mmap(0, (nuint)length, Interop.Libc.PROT_READ | Interop.Libc.PROT_WRITE,
             Interop.Libc.MAP_PRIVATE | Interop.Libc.MAP_ANONYMOUS | Interop.Libc.MAP_POPULATE, -1, 0);
         if (p == Interop.Libc.MAP_FAILED)
             throw new OutOfMemoryException($"cannot map a {length}-byte buffer: mmap: {SyscallException.Describe(Marshal.GetLastPInvokeError())}");
         _pointer = (byte*)p;
+    }
+
+    /// <summary>A view of <paramref name="length"/> bytes at <paramref name="pointer"/>, which its owner frees: disposing the view does nothing.</summary>
+    internal AlignedBuffer(nint pointer, int length)
+    {
+        Length = length;
+        _pointer = (byte*)pointer;
+        _owner = Owner.Nobody;
     }
 
     public int Length { get; }
@@ -53,10 +70,15 @@ public sealed unsafe class AlignedBuffer : MemoryManager<byte>
     {
         if (_pointer == null)
             return;
-        if (_mapped)
-            Interop.Libc.munmap((nint)_pointer, (nuint)Length);
-        else
-            NativeMemory.AlignedFree(_pointer);
+        switch (_owner)
+        {
+            case Owner.Malloc:
+                NativeMemory.AlignedFree(_pointer);
+                break;
+            case Owner.Mapping:
+                Interop.Libc.munmap((nint)_pointer, (nuint)Length);
+                break;
+        }
         _pointer = null;
     }
 }

@@ -4,29 +4,48 @@ namespace Memcr.Linux.Memory;
 
 /// <summary>
 /// Page-aligned I/O buffers of one size, at most <c>count</c> of them, made when first needed.
-/// A memcr service shares one pool among all its checkpoints, so that checkpointing many
-/// processes at once needs a bounded amount of memory rather than buffers for each of them.
+/// They are slots of one mapping of huge pages (<see cref="IoMemory"/>), so that buffers smaller
+/// than a huge page (the 1 MiB reads of a lazy restore's fill) are made of huge pages too, and
+/// each slot is populated when first taken. A memcr service shares one pool among all its
+/// checkpoints, so that checkpointing many processes at once needs a bounded amount of memory
+/// rather than buffers for each of them.
 /// </summary>
-public sealed class BufferPool(int count, int size) : IDisposable
+public sealed class BufferPool : IDisposable
 {
-    private readonly BlockingCollection<AlignedBuffer> _free = new(count);
-    private readonly ConcurrentBag<AlignedBuffer> _all = [];
+    private readonly BlockingCollection<AlignedBuffer> _free;
+    private readonly nint _slots;
+    private readonly long _stride;
+    private readonly long _bytes;
     private int _made;
 
-    public int Size { get; } = size;
+    public BufferPool(int count, int size)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(count);
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(size);
+        Count = count;
+        Size = size;
+        int page = Environment.SystemPageSize;
+        _stride = (size + page - 1L) / page * page;
+        _bytes = _stride * count;
+        _slots = IoMemory.Map(_bytes);
+        _free = new BlockingCollection<AlignedBuffer>(count);
+    }
 
-    public int Count { get; } = count;
+    public int Size { get; }
+
+    public int Count { get; }
 
     /// <summary>A buffer, waiting for one to be returned when all are in use.</summary>
     public AlignedBuffer Take(CancellationToken cancel)
     {
         if (_free.TryTake(out var buffer))
             return buffer;
-        if (Interlocked.Increment(ref _made) <= Count)
+        int slot = Interlocked.Increment(ref _made) - 1;
+        if (slot < Count)
         {
-            buffer = new AlignedBuffer(Size, Environment.SystemPageSize);
-            _all.Add(buffer);
-            return buffer;
+            nint at = _slots + (nint)(slot * _stride);
+            IoMemory.Populate(at, _stride);
+            return new AlignedBuffer(at, Size);
         }
         Interlocked.Decrement(ref _made);
         return _free.Take(cancel);
@@ -39,8 +58,7 @@ public sealed class BufferPool(int count, int size) : IDisposable
 
     public void Dispose()
     {
-        foreach (var b in _all)
-            ((IDisposable)b).Dispose();
+        Interop.Libc.munmap(_slots, (nuint)_bytes);
         _free.Dispose();
     }
 
