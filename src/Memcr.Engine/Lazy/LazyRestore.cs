@@ -47,15 +47,14 @@ public sealed class LazyRestore : IDisposable
     private const int FillReadBytes = (1 << 20) + (64 << 10);
 
     /// <summary>
-    /// Fill reads in flight. A fault's read is served first (see <see cref="ServeFaults"/>), and a
-    /// thread touching pages at random keeps one going all the time (a third to a half of a 1 GiB
-    /// image came back through faults in bench/lazy.sh). With two (in four buffers), all pages
-    /// were back in 1.10-1.15 times the eager restore's time (median 1.14 of six benches of
-    /// paired runs); with four (in six), 1.02-1.26 (median 1.08 of eleven, the disk
-    /// drifting more in the later ones), touches waiting about 1 ms longer (p99 5.4 ms instead of
-    /// 4.4) and memcr's RSS 2 MB larger. Eight or twelve were no faster and touches waited 7-10 ms.
-    /// A day later, the disk slower (eager 650-710 ms instead of about 590), four gave 0.86-1.11
-    /// (median 0.99 of six benches).
+    /// Fill reads in flight; a fault's read waits behind them (see <see cref="ServeFaults"/>), and
+    /// a thread touching pages at random keeps one going all the time (a fifth to a half of a 1 GiB
+    /// image came back through faults in bench/lazy.sh). Into small pages, with fault reads at
+    /// real-time priority: with two (in four buffers), all pages were back in 1.10-1.15 times the
+    /// eager restore's time; with four (in six), 1.02-1.26 on one day and 0.86-1.11 on the next,
+    /// touches waiting about 1 ms longer (p99 5.4 ms instead of 4.4) and memcr's RSS 2 MB larger.
+    /// Into huge pages, fault reads at the fill's priority: three gave 0.99, four 0.83-0.94 (p99
+    /// 5.5-7.4 ms), six 0.88 (p99 7.7), eight 0.90 (p99 8.7).
     /// </summary>
     private const int FillReaders = 4;
 
@@ -203,9 +202,15 @@ public sealed class LazyRestore : IDisposable
         var waiting = new List<(Space Space, ulong Page)>();
         using var source = new RecordSource(_images, _keepCache);
         int load = -1;
-        // A thread waits on each read made here: it goes ahead of the fill's stream of large reads,
-        // which the I/O scheduler (mq-deadline) would otherwise serve first for up to half a second.
-        if (!Linux.Kernel.ProcessCalls.RaiseThreadIoPriority())
+        // A thread waits on each read made here. Into small pages, the fill's reads are many
+        // requests of hundreds of segments each, which back up in the I/O scheduler (mq-deadline),
+        // and it held a fault's read behind them for up to half a second (touches waited up to
+        // 320 ms): a real-time priority puts it first. Into huge pages (see BufferPool) nothing
+        // backs up, and that priority would cost: mq-deadline dispatches no other read while a
+        // real-time one is in flight, and as a thread touching pages at random keeps one going all
+        // the time, the disk ran one read deep (all back in 1.14-1.28 times the eager restore's
+        // time instead of 0.83-0.94, touches waiting about 1 ms less at p99).
+        if (!IoMemory.HugePages && !Linux.Kernel.ProcessCalls.RaiseThreadIoPriority())
             _log.Debug($"cannot raise the I/O priority of the thread that answers faults: {SyscallException.Describe(Errno.Last)}");
         try
         {
