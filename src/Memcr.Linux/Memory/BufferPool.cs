@@ -24,8 +24,7 @@ public sealed class BufferPool : IDisposable
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(size);
         Count = count;
         Size = size;
-        int page = Environment.SystemPageSize;
-        _stride = (size + page - 1L) / page * page;
+        _stride = IoMemory.RoundUp(size, Environment.SystemPageSize);
         _bytes = _stride * count;
         _slots = IoMemory.Map(_bytes);
         _free = new BlockingCollection<AlignedBuffer>(count);

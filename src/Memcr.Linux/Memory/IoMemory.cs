@@ -27,13 +27,13 @@ public static class IoMemory
     /// </summary>
     internal static nint Map(long length)
     {
-        long bytes = Round(length, Environment.SystemPageSize);
+        long bytes = RoundUp(length, Environment.SystemPageSize);
         long huge = HugePageBytes;
         nint p = Interop.Libc.mmap(0, (nuint)(bytes + huge), Interop.Libc.PROT_READ | Interop.Libc.PROT_WRITE,
             Interop.Libc.MAP_PRIVATE | Interop.Libc.MAP_ANONYMOUS, -1, 0);
         if (p == Interop.Libc.MAP_FAILED)
             throw new OutOfMemoryException($"cannot map a {length}-byte buffer: mmap: {SyscallException.Describe(Marshal.GetLastPInvokeError())}");
-        nint start = (nint)Round(p, huge);
+        nint start = (nint)RoundUp(p, huge);
         nint end = start + (nint)bytes;
         // What lies before the boundary and after the buffer is given back at once.
         if (start > p)
@@ -61,7 +61,8 @@ public static class IoMemory
             ((byte*)start)[at] = 0;
     }
 
-    private static long Round(long value, long unit) => (value + unit - 1) / unit * unit;
+    /// <summary><paramref name="value"/> rounded up to a multiple of <paramref name="unit"/>.</summary>
+    internal static long RoundUp(long value, long unit) => (value + unit - 1) / unit * unit;
 
     private static bool ReadHugePagesOn()
     {
