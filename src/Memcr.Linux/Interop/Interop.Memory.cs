@@ -40,7 +40,6 @@ internal static partial class Interop
         internal const int MAP_SHARED = 1;
         internal const int MAP_PRIVATE = 2;
         internal const int MAP_ANONYMOUS = 0x20;
-        internal const int MAP_POPULATE = 0x8000;
         internal const int MADV_SEQUENTIAL = 2;
         internal const int MADV_WILLNEED = 3;
         internal const int MADV_HUGEPAGE = 14;

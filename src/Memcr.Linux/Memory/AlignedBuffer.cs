@@ -7,8 +7,8 @@ namespace Memcr.Linux.Memory;
 /// Native memory aligned to a page, usable as <see cref="Memory{T}"/>: what O_DIRECT I/O and
 /// process_vm_readv/writev batches read into and write from. Large buffers are mappings of their
 /// own, so that disposing one gives its memory back to the kernel at once (malloc would keep
-/// freed megabytes in its arenas, and memcr's RSS with them), populated at once; from a huge page
-/// up they are made of huge pages where the kernel has them (<see cref="IoMemory"/>). A buffer can
+/// freed megabytes in its arenas, and memcr's RSS with them), populated at once and made of huge
+/// pages where a whole one fits and the kernel has them (<see cref="IoMemory"/>). A buffer can
 /// also be a view of memory someone else owns (a slot of a <see cref="BufferPool"/>).
 /// </summary>
 public sealed unsafe class AlignedBuffer : MemoryManager<byte>
@@ -31,19 +31,9 @@ public sealed unsafe class AlignedBuffer : MemoryManager<byte>
             _pointer = (byte*)NativeMemory.AlignedAlloc((nuint)length, (nuint)alignment);
             return;
         }
-        if (length >= IoMemory.HugePageBytes)
-        {
-            _owner = Owner.Mapping;
-            _pointer = (byte*)IoMemory.Map(length);
-            IoMemory.Populate((nint)_pointer, length);
-            return;
-        }
         _owner = Owner.Mapping;
-        nint p = Interop.Libc.mmap(0, (nuint)length, Interop.Libc.PROT_READ | Interop.Libc.PROT_WRITE,
-            Interop.Libc.MAP_PRIVATE | Interop.Libc.MAP_ANONYMOUS | Interop.Libc.MAP_POPULATE, -1, 0);
-        if (p == Interop.Libc.MAP_FAILED)
-            throw new OutOfMemoryException($"cannot map a {length}-byte buffer: mmap: {SyscallException.Describe(Marshal.GetLastPInvokeError())}");
-        _pointer = (byte*)p;
+        _pointer = (byte*)IoMemory.Map(length);
+        IoMemory.Populate((nint)_pointer, length);
     }
 
     /// <summary>A view of <paramref name="length"/> bytes at <paramref name="pointer"/>, which its owner frees: disposing the view does nothing.</summary>
