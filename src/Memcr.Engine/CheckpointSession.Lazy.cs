@@ -122,7 +122,7 @@ public sealed partial class CheckpointSession
             TargetFds.Close(_tracer, _lazyFd, _log);
             throw new LazyRestoreUnavailableException($"pid {Pid} cannot be restored lazily: {e.Message}", e);
         }
-        var pending = new PendingPages(Enumerable.Range(0, lazy.Length).Where(i => lazy[i]).SelectMany(images.Extents));
+        var pending = new PendingPages(images.Owed(lazy));
         LazyLedger ledger;
         try
         {

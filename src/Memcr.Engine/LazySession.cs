@@ -84,7 +84,7 @@ public sealed class LazySession : IDisposable
             {
                 log.Error($"no ledger {LazyLedger.PathFor(options.ImagePath)}: every page of the image not yet back is given back, also where pid {pid} discarded it meanwhile");
                 var registered = LazyRestore.Registered(pid);
-                pending = new PendingPages(Enumerable.Range(0, images.Count).SelectMany(images.Extents)
+                pending = new PendingPages(images.Owed(null)
                     .Where(e => registered.Any(r => r.Start < e.End && e.Start < r.End)));
             }
             // The memcr that died tracked writes from the start (--incremental) if it registered in write-protect mode too.

