@@ -85,10 +85,8 @@ public sealed partial class CheckpointSession
         bool tracking = _options.Incremental;
         if (tracking)
             EndPreviousTracking();
-        var vmas = ProcFs.ReadMaps(Pid);
-        var lazy = new bool[images.Count];
-        for (int i = 0; i < images.Count; i++)
-            lazy[i] = images.Parts(i).All(p => Under(vmas, p.Start, p.End).All(v => !v.IsFile && !v.Shared && v.IsWritable));
+        var plan = new LazyPlan(ProcFs.ReadMaps(Pid), images.Count, images.Parts);
+        var lazy = plan.Lazy;
         // Before anything is registered: a write through /proc/PID/mem into a registered missing
         // page would wait for this very thread to answer it.
         WriteEagerly(images, lazy);
@@ -97,7 +95,7 @@ public sealed partial class CheckpointSession
         try
         {
             fd.Enable(LazyRestore.Features | (tracking ? UserFaultFd.FeatureWriteProtectAsync : 0));
-            var served = Ranges(vmas, images, lazy);
+            var served = plan.Registered;
             foreach (var (start, end) in served)
             {
                 if (tracking)
@@ -178,33 +176,6 @@ public sealed partial class CheckpointSession
             throw new LazyRestoreUnavailableException($"pid {Pid} cannot be restored lazily: {e.Message}", e);
         }
     }
-
-    /// <summary>The VMAs under [start, end), in order.</summary>
-    private static IEnumerable<Vma> Under(List<Vma> vmas, ulong start, ulong end)
-    {
-        for (int j = FirstEndingAfter(vmas, start); j < vmas.Count && vmas[j].Start < end; j++)
-            yield return vmas[j];
-    }
-
-    /// <summary>The VMAs under lazily served records (in whatever order the images hold them), adjacent ones merged: what is registered.</summary>
-    private static List<(ulong Start, ulong End)> Ranges(List<Vma> vmas, LazyImages images, bool[] lazy)
-    {
-        var under = new bool[vmas.Count];
-        for (int i = 0; i < lazy.Length; i++)
-        {
-            if (!lazy[i])
-                continue;
-            foreach (var p in images.Parts(i))
-            {
-                for (int j = FirstEndingAfter(vmas, p.Start); j < vmas.Count && vmas[j].Start < p.End; j++)
-                    under[j] = true;
-            }
-        }
-        return VmaSelector.AdjacentSpans(vmas.Where((_, j) => under[j]).Select(v => (v.Start, v.End))).ToList();
-    }
-
-    /// <summary>The index of the first VMA (in address order) that ends after <paramref name="address"/>.</summary>
-    private static int FirstEndingAfter(List<Vma> vmas, ulong address) => VmaSelector.FirstEndingAfter(vmas, address, v => v.End);
 
     /// <summary>Writes the records that are not served lazily, through /proc/PID/mem (which forces through page protections).</summary>
     private void WriteEagerly(LazyImages images, bool[] lazy)
