@@ -82,6 +82,23 @@ public sealed partial class CheckpointSession
     /// </summary>
     private LazyRestore PrepareLazy(LazyImages images)
     {
+        // What the faults are answered from, made ready while the target is held so that its
+        // first faults find it so; the eager part is read through it first.
+        var source = new RecordSource(images, _options.KeepImageCached);
+        try
+        {
+            source.Prepare();
+            return PrepareLazy(images, source);
+        }
+        catch
+        {
+            source.Dispose();
+            throw;
+        }
+    }
+
+    private LazyRestore PrepareLazy(LazyImages images, RecordSource source)
+    {
         bool tracking = _options.Incremental;
         if (tracking)
             EndPreviousTracking();
@@ -89,7 +106,7 @@ public sealed partial class CheckpointSession
         var lazy = plan.Lazy;
         // Before anything is registered: a write through /proc/PID/mem into a registered missing
         // page would wait for this very thread to answer it.
-        WriteEagerly(images, lazy);
+        WriteEagerly(images, lazy, source);
         Lap("eager part written");
         var fd = MakeUserFaultFd();
         try
@@ -132,7 +149,7 @@ public sealed partial class CheckpointSession
             TargetFds.Close(_tracer, _lazyFd, _log);
             throw new LazyRestoreUnavailableException($"pid {Pid} cannot be restored lazily: cannot write {LazyLedger.PathFor(ImagePath)}: {e.Message}", e);
         }
-        return new LazyRestore(Pid, images, fd, pending, ledger, tracking, _options, _log);
+        return new LazyRestore(Pid, images, source, fd, pending, ledger, tracking, _options, _log);
     }
 
     /// <summary>
@@ -178,9 +195,8 @@ public sealed partial class CheckpointSession
     }
 
     /// <summary>Writes the records that are not served lazily, through /proc/PID/mem (which forces through page protections).</summary>
-    private void WriteEagerly(LazyImages images, bool[] lazy)
+    private void WriteEagerly(LazyImages images, bool[] lazy, RecordSource source)
     {
-        using var source = new RecordSource(images, _options.KeepImageCached);
         for (int i = 0; i < lazy.Length; i++)
         {
             if (lazy[i] || images.Parts(i).Length == 0)

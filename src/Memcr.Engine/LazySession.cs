@@ -77,6 +77,7 @@ public sealed class LazySession : IDisposable
         {
             throw new CheckpointException($"cannot take over the lazy restore of pid {pid}: {e.Message}", e);
         }
+        RecordSource? source = null;
         try
         {
             var pending = LazyLedger.Replay(options.ImagePath, images);
@@ -89,9 +90,12 @@ public sealed class LazySession : IDisposable
             }
             // The memcr that died tracked writes from the start (--incremental) if it registered in write-protect mode too.
             bool writeProtect = LazyRestore.TracksWrites(pid);
+            source = new RecordSource(images, options.KeepImageCached);
+            source.Prepare();
             var fd = TargetFds.TakeUserFaultFd(pid, targetFd);
             LetRun(pid, log);
-            var lazy = new LazyRestore(pid, images, fd, pending, LazyLedger.Reopen(options.ImagePath, log.Error), writeProtect, options, log);
+            var lazy = new LazyRestore(pid, images, source, fd, pending, LazyLedger.Reopen(options.ImagePath, log.Error), writeProtect, options, log);
+            source = null; // the restore's now
             lazy.Start();
             // Faults the memcr that died had read but not answered: raised again, to this one.
             lazy.WakeAll();
@@ -100,6 +104,7 @@ public sealed class LazySession : IDisposable
         }
         catch (Exception e) when (e is ImageFormatException or IOException or SyscallException or ProcessGoneException)
         {
+            source?.Dispose();
             images.Dispose();
             throw new CheckpointException($"cannot take over the lazy restore of pid {pid}: {e.Message}", e);
         }

