@@ -143,6 +143,16 @@ internal static class X64ThreadState
         return $"the CPU it was dumped on had {string.Join(", ", names)}, which this CPU lacks (XSAVE components 0x{needed:x} needed, 0x{here:x} here)";
     }
 
+    /// <summary>
+    /// The XSAVE components the kernel has enabled (XCR0), from an NT_X86_XSTATE buffer: ptrace puts
+    /// them in the first of the software bytes of the fxsave area, bytes 464..471 (asm/user.h,
+    /// USER_XSTATE_XCR0_WORD). The signal frame's layout of those bytes (magic, size, then the
+    /// features at 472) is not ptrace's: read there, the features were 0, and no vector state
+    /// beyond the XMM registers was dumped or restored (a thread stopped inside an AVX-512 memcmp
+    /// came back with its ZMM registers cleared and found its own buffer changed).
+    /// </summary>
+    internal static ulong EnabledFeatures(ReadOnlySpan<byte> x) => BinaryPrimitives.ReadUInt64LittleEndian(x[464..]);
+
     /// <summary>The FPU and vector state of an NT_X86_XSTATE buffer.</summary>
     public static user_x86_fpregs_entry FpRegs(ReadOnlySpan<byte> x)
     {
@@ -161,8 +171,7 @@ internal static class X64ThreadState
         fp.XmmSpace.AddRange(Words32(x.Slice(160, 256)));
         if (x.Length <= 512)
             return fp;
-        // sw_reserved (fxsave bytes 464..511): magic, extended size, and the enabled features (xcr0).
-        ulong features = BinaryPrimitives.ReadUInt64LittleEndian(x[472..]);
+        ulong features = EnabledFeatures(x);
         var xs = new user_x86_xsave_entry { XstateBv = BinaryPrimitives.ReadUInt64LittleEndian(x[512..]) };
         foreach (int f in new[] { 2, 3, 4, 5, 6, 7, 9 })
         {
@@ -206,7 +215,7 @@ internal static class X64ThreadState
         PutWords32(fp.XmmSpace, x.Slice(160, 256));
         if (x.Length <= 512 || fp.Xsave is not { } xs)
             return;
-        ulong features = BinaryPrimitives.ReadUInt64LittleEndian(x[472..]);
+        ulong features = EnabledFeatures(x);
         // Only components this CPU has; the legacy x87 and SSE state is always there.
         ulong bv = xs.XstateBv & (features | 3);
         BinaryPrimitives.WriteUInt64LittleEndian(x[512..], bv);
